@@ -1,0 +1,69 @@
+/**
+ * Builds the PDP: plugins for each concern, then the routes. `server.ts` listens; tests call
+ * `buildApp(config)` and use `app.inject` or `app.listen({port: 0})`.
+ */
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import swagger from '@fastify/swagger';
+import type { Config } from './config.js';
+import { LIMITS } from './contract.js';
+import { loadCredentials } from './auth/credentials.js';
+import authPlugin from './plugins/auth.js';
+import errorsPlugin from './plugins/errors.js';
+import metricsPlugin from './plugins/metrics.js';
+import policyPlugin from './plugins/policy.js';
+import servicesPlugin from './plugins/services.js';
+import decideRoutes from './routes/decide.js';
+import dataApiRoutes from './routes/data-api.js';
+import healthRoutes from './routes/health.js';
+import tokenRoutes from './routes/tokens.js';
+import checkRoutes from './routes/check.js';
+
+export interface BuildOptions {
+  logger?: FastifyServerOptions['logger'];
+}
+
+export async function buildApp(config: Readonly<Config>, opts: BuildOptions = {}): Promise<FastifyInstance> {
+  const app = Fastify({
+    logger: opts.logger ?? false,
+    bodyLimit: LIMITS.bodyBytes,
+    // The decision log is the audit trail; per-request access logs would only duplicate it.
+    disableRequestLogging: true,
+    ajv: { customOptions: { allErrors: false, coerceTypes: false, removeAdditional: false } },
+    return503OnClosing: true,
+    forceCloseConnections: true,
+  });
+
+  await app.register(errorsPlugin);
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.0.3',
+      info: {
+        title: 'scopegate PDP',
+        description: 'Policy decisions for AI agents: scoped tokens, Rego policies compiled to WASM, audit trail.',
+        version: '0.1.0',
+      },
+      components: {
+        securitySchemes: { credential: { type: 'http', scheme: 'bearer', description: 'A role key (admin, shim, auditor, approver)' } },
+      },
+      security: [{ credential: [] }],
+    },
+  });
+  await app.register(authPlugin, { credentials: await loadCredentials(config) });
+  await app.register(metricsPlugin);
+  await app.register(servicesPlugin, { config });
+  await app.register(policyPlugin, {
+    config,
+    engine: app.engine,
+    onUpload: (revision, bundle) => app.cluster.publishPolicy(revision, bundle),
+    initialBundle: await app.cluster.latestPolicy(),
+  });
+
+  await app.register(healthRoutes);
+  await app.register(tokenRoutes);
+  await app.register(decideRoutes);
+  await app.register(dataApiRoutes);
+  await app.register(checkRoutes);
+
+  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+  return app;
+}

@@ -1,0 +1,300 @@
+/**
+ * The decision log writer. `append` is synchronous and cheap: it journals the entry to the
+ * local spool (one write(2), so an answered decision survives a kill -9) and queues it. A
+ * background drain moves whole spool segments into Postgres/PGlite with one multi-row INSERT
+ * per chunk. When the database is unreachable the segments are fsync'ed and kept; the drain
+ * retries with backoff and replays them in order once it returns. Replay is exactly-once:
+ * rows keep their original `time`, and (time, decision_id) is the primary key, so a segment
+ * inserted twice (crash between COMMIT and unlink) adds nothing the second time.
+ */
+import type { FastifyBaseLogger } from 'fastify';
+import type { Config } from '../config.js';
+import type { Db } from '../store/db.js';
+import { DecisionPartitions, utcDay } from '../store/decision-partitions.js';
+import { DecisionSpool, type Segment } from './decision-spool.js';
+
+export interface DecisionLogEntry {
+  decision_id: string;
+  time: string /* ISO */;
+  subject: string | null;
+  issuer: string | null;
+  jti: string | null;
+  chain: string | null;
+  step: string | null;
+  session_id: string | null;
+  shim: string | null;
+  resource_kind: string;
+  resource_name: string;
+  request_summary: unknown /* already masked by the decide pipeline */;
+  effect: 'allow' | 'deny' | 'approval_required';
+  reasons: string[];
+  code: string | null;
+  policy_revision: string;
+  latency_us: number;
+  cache_hit: boolean;
+  approval_id: string | null;
+  event?: string /* 'decision' | 'approval.requested' | 'approval.approved' | ... */;
+}
+
+export interface DecisionLog {
+  /** Never blocks the decision and never throws; journals and batches. */
+  append(entry: DecisionLogEntry): void;
+  /** Everything appended so far is durable (committed to the database, or fsync'ed in the spool). */
+  flush(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface DecisionLogOptions {
+  /** Rows per INSERT statement. */
+  batchSize: number;
+  /** Longest an entry waits in memory before its segment is written to the database. */
+  flushIntervalMs: number;
+  /** Keep at most this many queued entries in memory; older segments are re-read from disk. */
+  maxBufferedEntries: number;
+  retryMinMs: number;
+  retryMaxMs: number;
+  /** How often partitions are created ahead / dropped after retention. */
+  maintenanceIntervalMs: number;
+  /** A request summary larger than this (serialised) is replaced by a marker. */
+  maxSummaryBytes: number;
+}
+
+export const DEFAULT_DECISION_LOG_OPTIONS: DecisionLogOptions = {
+  batchSize: 2000,
+  flushIntervalMs: 50,
+  maxBufferedEntries: 100_000,
+  retryMinMs: 100,
+  retryMaxMs: 5_000,
+  maintenanceIntervalMs: 3_600_000,
+  maxSummaryBytes: 64 * 1024,
+};
+
+/** Columns written, in the order of the recordset definition below. */
+const INSERT_SQL = `
+INSERT INTO decision_log (time, decision_id, event, instance, subject, issuer, jti, chain, step, session_id, shim,
+  resource_kind, resource_name, request_summary, effect, reasons, code, policy_revision, latency_us, cache_hit, approval_id)
+SELECT time, decision_id, coalesce(event, 'decision'), instance, subject, issuer, jti, chain, step, session_id, shim,
+  resource_kind, resource_name, request_summary, effect, coalesce(reasons, '{}'), code, policy_revision,
+  coalesce(latency_us, 0), coalesce(cache_hit, false), approval_id
+FROM jsonb_to_recordset($1::jsonb) AS x(time timestamptz, decision_id text, event text, instance text, subject text,
+  issuer text, jti text, chain text, step text, session_id text, shim text, resource_kind text, resource_name text,
+  request_summary jsonb, effect text, reasons text[], code text, policy_revision text, latency_us bigint,
+  cache_hit boolean, approval_id text)
+ON CONFLICT DO NOTHING`;
+
+/** Stats for tests, health and the benchmark. */
+export interface DecisionLogStats {
+  appended: number;
+  inserted: number;
+  duplicates: number;
+  pendingSegments: number;
+  outage: boolean;
+  tornLines: number;
+}
+
+export interface DecisionLogWriter extends DecisionLog {
+  stats(): DecisionLogStats;
+}
+
+export async function createDecisionLog(
+  db: Db,
+  config: Readonly<Config>,
+  log: FastifyBaseLogger,
+  options: Partial<DecisionLogOptions> = {},
+): Promise<DecisionLogWriter> {
+  const opts: DecisionLogOptions = { ...DEFAULT_DECISION_LOG_OPTIONS, ...options };
+  const partitions = new DecisionPartitions(db);
+  // The database being down at start is an outage like any other: entries go to the spool.
+  await partitions.ensureAhead().catch((err: Error) => log.warn({ err: err.message }, 'decision log partitions not created yet'));
+  await partitions.dropExpired(config.logRetentionDays).catch((err: Error) => log.warn({ err: err.message }, 'decision log retention failed'));
+
+  const spool = new DecisionSpool(config.dataDir);
+  let lastWriteErrorLog = 0;
+  spool.onWriteError = (err) => {
+    // Rate-limited: a full disk would otherwise log once per decision.
+    if (Date.now() - lastWriteErrorLog > 10_000) {
+      lastWriteErrorLog = Date.now();
+      log.error({ err: err.message }, 'decision spool write failed; entries kept in memory only');
+    }
+  };
+
+  const pending: Segment[] = spool.recover();
+  if (pending.length > 0) log.info({ segments: pending.length }, 'replaying spooled decision log segments');
+
+  const stats: DecisionLogStats = { appended: 0, inserted: 0, duplicates: 0, pendingSegments: 0, outage: false, tornLines: 0 };
+  let buffered = 0;
+  let closed = false;
+  let tickTimer: NodeJS.Timeout | null = null;
+  let retryTimer: NodeJS.Timeout | null = null;
+  let retryDelay = opts.retryMinMs;
+  let draining: Promise<void> | null = null;
+  let rotating: Promise<void> = Promise.resolve();
+
+  const maintenance = setInterval(() => {
+    void (async () => {
+      await partitions.ensureAhead();
+      const dropped = await partitions.dropExpired(config.logRetentionDays);
+      if (dropped.length > 0) log.info({ dropped }, 'dropped expired decision log partitions');
+    })().catch((err: Error) => log.warn({ err: err.message }, 'decision log maintenance failed'));
+  }, opts.maintenanceIntervalMs);
+  maintenance.unref();
+
+  function toRow(e: DecisionLogEntry): Record<string, unknown> {
+    let summary = e.request_summary ?? null;
+    if (summary !== null) {
+      const s = JSON.stringify(summary);
+      if (s === undefined) summary = null;
+      else if (s.length > opts.maxSummaryBytes) summary = { truncated: true, bytes: s.length };
+    }
+    return { ...e, request_summary: summary, instance: config.instanceId };
+  }
+
+  async function insertChunk(entries: DecisionLogEntry[]): Promise<void> {
+    await partitions.ensure(entries.map((e) => utcDay(e.time)));
+    const r = await db.query(INSERT_SQL, [JSON.stringify(entries.map(toRow))]);
+    stats.inserted += r.rowCount;
+    stats.duplicates += entries.length - r.rowCount;
+  }
+
+  /** Write pending segments to the database in order; stop at the first failure. */
+  async function drainOnce(): Promise<void> {
+    while (pending.length > 0) {
+      const seg = pending[0]!;
+      let entries = seg.entries;
+      if (entries === null) {
+        const read = await spool.read(seg);
+        entries = read.entries;
+        stats.tornLines += read.torn;
+      }
+      for (let i = 0; i < entries.length; i += opts.batchSize) {
+        const chunk = entries.slice(i, i + opts.batchSize);
+        // An entry that cannot be stored (bad time) would block the queue forever: log and skip it.
+        const valid = chunk.filter((e) => {
+          const ok = typeof e.time === 'string' && !Number.isNaN(Date.parse(e.time)) && typeof e.decision_id === 'string';
+          if (!ok) log.error({ decision_id: e.decision_id }, 'decision log entry is malformed; skipped');
+          return ok;
+        });
+        if (valid.length > 0) await insertChunk(valid);
+      }
+      pending.shift();
+      if (seg.entries !== null) buffered -= seg.entries.length;
+      await spool.remove(seg);
+    }
+  }
+
+  function drain(): Promise<void> {
+    if (draining) return draining;
+    draining = (async () => {
+      try {
+        await drainOnce();
+        if (stats.outage) log.info('decision log database reachable again; spool replayed');
+        stats.outage = false;
+        retryDelay = opts.retryMinMs;
+      } catch (err) {
+        if (!stats.outage) log.error({ err: (err as Error).message }, 'decision log database unreachable; spooling to disk');
+        stats.outage = true;
+        // Everything not yet in the database must now survive a machine crash.
+        for (const seg of pending) await spool.sync(seg).catch(() => {});
+        evictMemory();
+        scheduleRetry();
+      } finally {
+        draining = null;
+      }
+    })();
+    return draining;
+  }
+
+  function scheduleRetry(): void {
+    if (closed || retryTimer) return;
+    retryTimer = setTimeout(() => {
+      retryTimer = null;
+      void drain();
+    }, retryDelay);
+    retryTimer.unref();
+    retryDelay = Math.min(retryDelay * 2, opts.retryMaxMs);
+  }
+
+  /** Drop in-memory copies of queued segments (newest first) once over budget; they are on disk. */
+  function evictMemory(): void {
+    for (let i = pending.length - 1; i > 0 && buffered > opts.maxBufferedEntries; i--) {
+      const seg = pending[i]!;
+      if (seg.entries !== null && seg.fileIntact) {
+        buffered -= seg.entries.length;
+        seg.entries = null;
+      }
+    }
+  }
+
+  /** Close the active segment and queue it; in an outage fsync it (group commit to disk). */
+  function rotate(): Promise<void> {
+    if (tickTimer) {
+      clearTimeout(tickTimer);
+      tickTimer = null;
+    }
+    rotating = rotating.then(async () => {
+      const seg = await spool.rotate(stats.outage);
+      if (seg) pending.push(seg);
+      evictMemory();
+    });
+    return rotating;
+  }
+
+  function tick(): void {
+    void rotate().then(() => {
+      if (!stats.outage) return drain();
+      return undefined;
+    });
+  }
+
+  const writer: DecisionLogWriter = {
+    append(entry) {
+      if (closed) {
+        log.error({ decision_id: entry.decision_id }, 'decision log appended after close');
+        return;
+      }
+      try {
+        spool.append(entry);
+        stats.appended += 1;
+        buffered += 1;
+        if (spool.activeCount >= opts.batchSize) tick();
+        else if (tickTimer === null) {
+          tickTimer = setTimeout(tick, opts.flushIntervalMs);
+          tickTimer.unref();
+        }
+      } catch (err) {
+        // append must never break the decision path.
+        log.error({ err: (err as Error).message }, 'decision log append failed');
+      }
+    },
+    async flush() {
+      await rotate();
+      // A drain already running may have finished its loop just before our segment was queued.
+      for (let i = 0; i < 100 && pending.length > 0; i++) {
+        await drain();
+        if (stats.outage) break;
+      }
+      // In an outage the drain stops at the first failure; what is left must be on disk.
+      for (const seg of pending) await spool.sync(seg);
+    },
+    async close() {
+      if (closed) return;
+      await writer.flush();
+      closed = true;
+      clearInterval(maintenance);
+      if (retryTimer) clearTimeout(retryTimer);
+      retryTimer = null;
+      spool.closeSync();
+    },
+    stats() {
+      return { ...stats, pendingSegments: pending.length };
+    },
+  };
+
+  if (pending.length > 0) void drain();
+  return writer;
+}
+
+/** The log used when SCOPEGATE_DECISION_LOG=false: decisions are not recorded. */
+export function createDisabledDecisionLog(): DecisionLog {
+  return { append() {}, async flush() {}, async close() {} };
+}

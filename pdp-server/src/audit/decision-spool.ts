@@ -1,0 +1,158 @@
+/**
+ * The spool: an append-only journal of decision-log entries in `<dataDir>/spool/`, split into
+ * numbered segment files (`seg-<n>.ndjson`, one JSON entry per line).
+ *
+ * Every entry is written to the current segment with one synchronous write(2) as it is
+ * appended, so an entry whose decision was answered survives the PDP process being killed
+ * (the bytes are in the OS page cache). A segment is deleted once its entries are committed
+ * to the database. While the database is unreachable segments are fsync'ed as they are
+ * closed (one fsync per group of entries), so they survive a machine crash too.
+ */
+import { closeSync, fsync, mkdirSync, openSync, readdirSync, writeSync } from 'node:fs';
+import { readFile, unlink } from 'node:fs/promises';
+import path from 'node:path';
+import type { DecisionLogEntry } from './decision-log.js';
+
+const SEGMENT_RE = /^seg-(\d{16})\.ndjson$/;
+
+export interface Segment {
+  readonly file: string;
+  /** Entries kept in memory so the normal path never re-reads the file; null once evicted. */
+  entries: DecisionLogEntry[] | null;
+  count: number;
+  /** True once the file content is known to be complete (no failed write). */
+  fileIntact: boolean;
+  synced: boolean;
+}
+
+export class DecisionSpool {
+  readonly dir: string;
+  private seq = 0;
+  private fd: number | null = null;
+  private active: Segment | null = null;
+  /** Called with the error of a failed journal write (disk full, …); entries stay in memory. */
+  onWriteError: (err: Error) => void = () => {};
+
+  constructor(dataDir: string) {
+    this.dir = path.join(dataDir, 'spool');
+    mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+  }
+
+  /** Segments left by a previous process (crash or outage), oldest first. */
+  recover(): Segment[] {
+    const names = readdirSync(this.dir)
+      .map((n) => ({ n, m: SEGMENT_RE.exec(n) }))
+      .filter((x): x is { n: string; m: RegExpExecArray } => x.m !== null)
+      .sort((a, b) => (a.n < b.n ? -1 : 1));
+    for (const { m } of names) this.seq = Math.max(this.seq, Number(m[1]));
+    return names.map(({ n }) => ({ file: path.join(this.dir, n), entries: null, count: -1, fileIntact: true, synced: true }));
+  }
+
+  /** Journal one entry into the active segment (opened on demand). Never throws. */
+  append(entry: DecisionLogEntry): Segment {
+    let seg = this.active;
+    if (seg === null) {
+      this.seq += 1;
+      seg = { file: path.join(this.dir, `seg-${String(this.seq).padStart(16, '0')}.ndjson`), entries: [], count: 0, fileIntact: true, synced: false };
+      this.active = seg;
+      try {
+        this.fd = openSync(seg.file, 'a', 0o600);
+      } catch (err) {
+        this.fd = null;
+        seg.fileIntact = false;
+        this.onWriteError(err as Error);
+      }
+    }
+    seg.entries?.push(entry);
+    seg.count += 1;
+    if (this.fd !== null && seg.fileIntact) {
+      try {
+        writeSync(this.fd, JSON.stringify(entry) + '\n');
+      } catch (err) {
+        seg.fileIntact = false;
+        this.onWriteError(err as Error);
+      }
+    }
+    return seg;
+  }
+
+  get activeCount(): number {
+    return this.active?.count ?? 0;
+  }
+
+  /** Close the active segment and hand it over; optionally fsync it first (outage mode). */
+  async rotate(sync: boolean): Promise<Segment | null> {
+    const seg = this.active;
+    const fd = this.fd;
+    this.active = null;
+    this.fd = null;
+    if (seg === null) return null;
+    if (fd !== null) {
+      if (sync && seg.fileIntact) {
+        await new Promise<void>((resolve) => fsync(fd, (err) => {
+          if (err) {
+            seg.fileIntact = false;
+            this.onWriteError(err);
+          }
+          resolve();
+        }));
+        seg.synced = seg.fileIntact;
+      }
+      try {
+        closeSync(fd);
+      } catch {
+        // Closing can only fail on a bad fd; the data was already written or flagged.
+      }
+    }
+    return seg;
+  }
+
+  /** fsync an already closed segment file. */
+  async sync(seg: Segment): Promise<void> {
+    if (seg.synced || !seg.fileIntact) return;
+    const { open } = await import('node:fs/promises');
+    const fh = await open(seg.file, 'r');
+    try {
+      await fh.sync();
+      seg.synced = true;
+    } finally {
+      await fh.close();
+    }
+  }
+
+  /**
+   * Entries of a segment file in order. A torn last line (the process died mid-write) is
+   * skipped: its decision was never answered, because append returns only after the write.
+   */
+  async read(seg: Segment): Promise<{ entries: DecisionLogEntry[]; torn: number }> {
+    const text = await readFile(seg.file, 'utf8');
+    const entries: DecisionLogEntry[] = [];
+    let torn = 0;
+    for (const line of text.split('\n')) {
+      if (line === '') continue;
+      try {
+        entries.push(JSON.parse(line) as DecisionLogEntry);
+      } catch {
+        torn += 1;
+      }
+    }
+    return { entries, torn };
+  }
+
+  async remove(seg: Segment): Promise<void> {
+    await unlink(seg.file).catch((err: NodeJS.ErrnoException) => {
+      if (err.code !== 'ENOENT') throw err;
+    });
+  }
+
+  closeSync(): void {
+    if (this.fd !== null) {
+      try {
+        closeSync(this.fd);
+      } catch {
+        // see rotate()
+      }
+      this.fd = null;
+    }
+  }
+}

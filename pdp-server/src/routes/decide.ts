@@ -1,0 +1,55 @@
+/**
+ * The decision API: `POST /v1/decide` and `POST /v1/decide/batch` (shim credential).
+ * Token and policy failures are answers (deny with a code), so these routes return 200
+ * for every well-formed request; only malformed requests and bad credentials are errors.
+ */
+import type { FastifyInstance } from 'fastify';
+import {
+  DecideBatchRequest,
+  DecideBatchResponse,
+  DecideRequest,
+  Decision,
+  ErrorBody,
+  type DecideBatchRequest as DecideBatchRequestT,
+  type DecideRequest as DecideRequestT,
+} from '../contract.js';
+import { assertWithinLimits } from '../decision/input-limits.js';
+
+export default async function decideRoutes(app: FastifyInstance) {
+  const errors = { 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 413: ErrorBody, 415: ErrorBody };
+
+  app.post<{ Body: DecideRequestT }>(
+    '/v1/decide',
+    {
+      preHandler: app.requireRole('shim', 'admin'),
+      schema: {
+        tags: ['decisions'],
+        summary: 'Decide one request',
+        body: DecideRequest,
+        response: { 200: Decision, ...errors },
+      },
+    },
+    async (request) => {
+      assertWithinLimits(request.body.request);
+      return app.decisions.decide(request.body, { via: 'decide' });
+    },
+  );
+
+  app.post<{ Body: DecideBatchRequestT }>(
+    '/v1/decide/batch',
+    {
+      preHandler: app.requireRole('shim', 'admin'),
+      schema: {
+        tags: ['decisions'],
+        summary: 'Decide several requests; answers come back in the same order',
+        body: DecideBatchRequest,
+        response: { 200: DecideBatchResponse, ...errors },
+      },
+    },
+    async (request) => {
+      for (const r of request.body.requests) assertWithinLimits(r.request);
+      const decisions = await Promise.all(request.body.requests.map((r) => app.decisions.decide(r, { via: 'batch' })));
+      return { decisions };
+    },
+  );
+}

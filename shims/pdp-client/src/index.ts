@@ -1,0 +1,155 @@
+/**
+ * The shims' client for the PDP: keep-alive connection pool, timeouts, a small local cache
+ * bounded by each decision's ttl_ms, and fail-closed behaviour — it never throws and never
+ * answers allow unless the PDP said so.
+ */
+import { createHash, randomUUID } from 'node:crypto';
+import { LRUCache } from 'lru-cache';
+import stringify from 'safe-stable-stringify';
+import { Agent, request } from 'undici';
+import type { Decision, DecideRequest } from '../../../pdp-server/src/contract.js';
+
+export type { Decision, DecideRequest } from '../../../pdp-server/src/contract.js';
+
+export interface PdpClientOptions {
+  /** Base URL of the PDP, e.g. http://127.0.0.1:8181 */
+  url: string;
+  /** The shim's own credential for the PDP (SCOPEGATE_SHIM_KEY). */
+  key: string;
+  /** Name of the enforcing shim, stamped into every decision's context. */
+  shim: string;
+  /** Per-request timeout; a PDP slower than this means deny. Default 2000 ms. */
+  timeoutMs?: number;
+  /** Most decisions kept in the local cache (0 disables it). Default 10,000. */
+  cacheMax?: number;
+  /** Keep-alive connections to the PDP. Default 16. */
+  connections?: number;
+}
+
+export type ApprovalStatus = 'approved' | 'denied' | 'expired' | 'pending';
+
+/** Reason codes of denials made by the client itself (the PDP never answered). */
+export const CLIENT_DENY_CODE = 'pdp_unavailable';
+
+export class PdpClient {
+  readonly #base: string;
+  readonly #key: string;
+  readonly #shim: string;
+  readonly #timeoutMs: number;
+  readonly #agent: Agent;
+  readonly #cache: LRUCache<string, Decision> | undefined;
+
+  constructor(opts: PdpClientOptions) {
+    this.#base = opts.url.replace(/\/+$/, '');
+    this.#key = opts.key;
+    this.#shim = opts.shim;
+    this.#timeoutMs = opts.timeoutMs ?? 2000;
+    this.#agent = new Agent({ connections: opts.connections ?? 16, keepAliveTimeout: 30_000, pipelining: 1 });
+    const max = opts.cacheMax ?? 10_000;
+    this.#cache = max > 0 ? new LRUCache<string, Decision>({ max, ttlAutopurge: false }) : undefined;
+  }
+
+  /** Ask the PDP. Never throws: any failure is a deny decision with code `pdp_unavailable`. */
+  async decide(req: DecideRequest): Promise<Decision> {
+    const body: DecideRequest = { ...req, context: { ...req.context, shim: req.context?.shim ?? this.#shim } };
+    const key = this.#cache ? cacheKey(body) : undefined;
+    if (key !== undefined) {
+      const hit = this.#cache!.get(key);
+      if (hit) return hit;
+    }
+    try {
+      const res = await request(`${this.#base}/v1/decide`, {
+        method: 'POST',
+        dispatcher: this.#agent,
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${this.#key}` },
+        body: JSON.stringify(body),
+        headersTimeout: this.#timeoutMs,
+        bodyTimeout: this.#timeoutMs,
+        signal: AbortSignal.timeout(this.#timeoutMs),
+      });
+      const text = await res.body.text();
+      if (res.statusCode !== 200) return clientDeny(`pdp answered HTTP ${res.statusCode}`);
+      const decision = parseDecision(text);
+      if (!decision) return clientDeny('pdp answer was not a decision');
+      // Only allow decisions are cached locally: a denial is cheap to re-ask and an
+      // approval must be re-checked every time (it may have been granted meanwhile).
+      if (key !== undefined && decision.effect === 'allow' && decision.ttl_ms > 0) {
+        this.#cache!.set(key, decision, { ttl: decision.ttl_ms });
+      }
+      return decision;
+    } catch (err) {
+      return clientDeny(`pdp unreachable: ${(err as Error).message}`);
+    }
+  }
+
+  /** Long-poll an approval until it leaves `pending` or `waitS` passes. Failure reads as `pending`. */
+  async waitApproval(id: string, waitS: number): Promise<ApprovalStatus> {
+    const wait = Math.max(0, Math.min(60, Math.floor(waitS)));
+    try {
+      const res = await request(`${this.#base}/v1/approvals/${encodeURIComponent(id)}?wait=${wait}`, {
+        method: 'GET',
+        dispatcher: this.#agent,
+        headers: { authorization: `Bearer ${this.#key}` },
+        headersTimeout: (wait + 5) * 1000,
+        bodyTimeout: (wait + 5) * 1000,
+      });
+      const text = await res.body.text();
+      if (res.statusCode !== 200) return 'pending';
+      const status = (JSON.parse(text) as { status?: unknown }).status;
+      return status === 'approved' || status === 'denied' || status === 'expired' ? status : 'pending';
+    } catch {
+      return 'pending';
+    }
+  }
+
+  /** Forget cached decisions (e.g. after a revocation notice). */
+  clearCache(): void {
+    this.#cache?.clear();
+  }
+
+  async close(): Promise<void> {
+    await this.#agent.close();
+  }
+}
+
+function cacheKey(req: DecideRequest): string {
+  const { session_id: _s, run_id: _r, client_addr: _c, ...ctx } = req.context ?? {};
+  return createHash('sha256')
+    .update(stringify({ t: req.token, r: req.resource, q: req.request, c: ctx }) ?? '')
+    .digest('base64url');
+}
+
+function parseDecision(text: string): Decision | undefined {
+  try {
+    const d = JSON.parse(text) as Partial<Decision>;
+    if (typeof d.decision_id !== 'string' || typeof d.effect !== 'string' || typeof d.allow !== 'boolean') return undefined;
+    if (!['allow', 'deny', 'approval_required'].includes(d.effect)) return undefined;
+    // Belt and braces: allow only when both fields agree.
+    const allow = d.effect === 'allow' && d.allow === true;
+    return {
+      decision_id: d.decision_id,
+      effect: allow ? 'allow' : d.effect === 'allow' ? 'deny' : d.effect,
+      allow,
+      reasons: Array.isArray(d.reasons) ? d.reasons.filter((r): r is string => typeof r === 'string') : [],
+      obligations: d.obligations && typeof d.obligations === 'object' ? d.obligations : {},
+      policy_revision: typeof d.policy_revision === 'string' ? d.policy_revision : '',
+      ttl_ms: typeof d.ttl_ms === 'number' && d.ttl_ms > 0 ? d.ttl_ms : 0,
+      ...(typeof d.code === 'string' ? { code: d.code } : {}),
+    };
+  } catch {
+    return undefined;
+  }
+}
+
+function clientDeny(reason: string): Decision {
+  return {
+    decision_id: randomUUID(),
+    effect: 'deny',
+    allow: false,
+    reasons: [reason],
+    obligations: {},
+    policy_revision: '',
+    ttl_ms: 0,
+    code: CLIENT_DENY_CODE,
+  };
+}

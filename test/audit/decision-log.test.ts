@@ -1,0 +1,174 @@
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { readdir, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { createDecisionLog, type DecisionLogEntry } from '../../pdp-server/src/audit/decision-log.js';
+import { openPostgres, type Db } from '../../pdp-server/src/store/db.js';
+import { DecisionPartitions, partitionName } from '../../pdp-server/src/store/decision-partitions.js';
+import { BACKENDS, openTestDb, silentLog, tempDir, testConfig, type TestDb } from './test-backends.js';
+
+export function entry(over: Partial<DecisionLogEntry> = {}): DecisionLogEntry {
+  return {
+    decision_id: randomUUID(),
+    time: new Date().toISOString(),
+    subject: 'agent-1',
+    issuer: 'scopegate',
+    jti: randomUUID(),
+    chain: 'support-bot',
+    step: 'lookup',
+    session_id: 'sess-1',
+    shim: 'pg-proxy',
+    resource_kind: 'sql',
+    resource_name: 'orders-db',
+    request_summary: { sql: { statements: [{ command: 'select', relations: ['public.orders'] }] } },
+    effect: 'allow',
+    reasons: ['scope sql:orders-db:select:public.orders'],
+    code: null,
+    policy_revision: 'rev-1',
+    latency_us: 120,
+    cache_hit: false,
+    approval_id: null,
+    ...over,
+  };
+}
+
+async function count(db: Db): Promise<number> {
+  const r = await db.query<{ n: string | number }>('SELECT count(*) AS n FROM decision_log');
+  return Number(r.rows[0]!.n);
+}
+
+for (const backend of BACKENDS) {
+  describe(`decision log (${backend})`, () => {
+    let t: TestDb;
+    before(async () => {
+      t = await openTestDb(backend);
+    });
+    after(async () => {
+      await t.cleanup();
+    });
+
+    it('stores every appended entry with its fields, in daily partitions', async () => {
+      const tmp = await tempDir('sg-dlog-');
+      try {
+        const log = await createDecisionLog(t.db, testConfig(tmp.dir), silentLog);
+        const before = await count(t.db);
+        const yesterday = new Date(Date.now() - 86_400_000).toISOString();
+        const entries = [
+          ...Array.from({ length: 250 }, () => entry()),
+          entry({ time: yesterday, effect: 'deny', reasons: ['no scope'], code: 'token_revoked', request_summary: null }),
+        ];
+        for (const e of entries) log.append(e);
+        await log.flush();
+        assert.equal(await count(t.db), before + entries.length);
+        const last = entries.at(-1)!;
+        const r = await t.db.query<Record<string, unknown>>('SELECT * FROM decision_log WHERE decision_id = $1', [last.decision_id]);
+        const row = r.rows[0]!;
+        assert.equal(row.effect, 'deny');
+        assert.deepEqual(row.reasons, ['no scope']);
+        assert.equal(row.code, 'token_revoked');
+        assert.equal(row.request_summary, null);
+        assert.equal(row.instance, 'test-pdp');
+        assert.equal(row.event, 'decision');
+        assert.equal((row.time as Date).toISOString(), yesterday);
+        const days = await new DecisionPartitions(t.db).list();
+        assert.ok(days.includes(yesterday.slice(0, 10)), 'partition for yesterday created on demand');
+        assert.equal(log.stats().pendingSegments, 0);
+        assert.deepEqual(await readdir(path.join(tmp.dir, 'spool')), [], 'committed segments are removed');
+        await log.close();
+      } finally {
+        await tmp.cleanup();
+      }
+    });
+
+    it('is idempotent by (time, decision_id)', async () => {
+      const tmp = await tempDir('sg-dlog-');
+      try {
+        const log = await createDecisionLog(t.db, testConfig(tmp.dir), silentLog);
+        const before = await count(t.db);
+        const e = entry();
+        log.append(e);
+        log.append({ ...e });
+        await log.flush();
+        assert.equal(await count(t.db), before + 1);
+        assert.equal(log.stats().duplicates, 1);
+        await log.close();
+      } finally {
+        await tmp.cleanup();
+      }
+    });
+
+    it('spools while the database is unreachable and replays exactly once on the next start', async () => {
+      const tmp = await tempDir('sg-dlog-');
+      // A database that cannot be reached: a Postgres port nobody listens on (the backend under
+      // test is the one the spool is replayed into).
+      const dead: Db = await openPostgres('postgres://postgres@127.0.0.1:1/none', silentLog);
+      try {
+        const down = await createDecisionLog(dead, testConfig(tmp.dir), silentLog, { batchSize: 40 });
+        const entries = Array.from({ length: 130 }, () => entry({ session_id: 'spooled' }));
+        for (const e of entries) down.append(e);
+        await down.flush();
+        assert.equal(down.stats().outage, true);
+        assert.ok(down.stats().pendingSegments > 0);
+        await down.close();
+        await dead.close();
+
+        // Simulate a crash after COMMIT but before the segment was deleted: the first 10 entries
+        // are already in the database and must not be inserted twice.
+        const preDir = await tempDir('sg-dlog-pre-');
+        const pre = await createDecisionLog(t.db, testConfig(preDir.dir), silentLog);
+        for (const e of entries.slice(0, 10)) pre.append(e);
+        await pre.close();
+        await preDir.cleanup();
+
+        const before = await count(t.db);
+        const up = await createDecisionLog(t.db, testConfig(tmp.dir), silentLog);
+        await up.flush();
+        assert.equal(await count(t.db), before + entries.length - 10);
+        const r = await t.db.query<{ n: string | number }>("SELECT count(*) AS n FROM decision_log WHERE session_id = 'spooled'");
+        assert.equal(Number(r.rows[0]!.n), entries.length);
+        assert.equal(up.stats().duplicates, 10);
+        assert.deepEqual(await readdir(path.join(tmp.dir, 'spool')), []);
+        await up.close();
+      } finally {
+        await tmp.cleanup();
+      }
+    });
+
+    it('skips a torn last line left by a killed process', async () => {
+      const tmp = await tempDir('sg-dlog-');
+      try {
+        const good = entry({ session_id: 'torn-test' });
+        const { mkdir } = await import('node:fs/promises');
+        await mkdir(path.join(tmp.dir, 'spool'));
+        await writeFile(
+          path.join(tmp.dir, 'spool', 'seg-0000000000000007.ndjson'),
+          JSON.stringify(good) + '\n' + JSON.stringify(entry()).slice(0, 40),
+        );
+        const log = await createDecisionLog(t.db, testConfig(tmp.dir), silentLog);
+        await log.flush();
+        const r = await t.db.query("SELECT decision_id FROM decision_log WHERE session_id = 'torn-test'");
+        assert.deepEqual(r.rows.map((x) => x.decision_id), [good.decision_id]);
+        assert.equal(log.stats().tornLines, 1);
+        await log.close();
+      } finally {
+        await tmp.cleanup();
+      }
+    });
+
+    it('drops partitions older than the retention period', async () => {
+      const parts = new DecisionPartitions(t.db);
+      const now = new Date('2030-03-31T12:00:00Z');
+      await parts.ensure(['2030-01-01', '2030-02-28', '2030-03-01', '2030-03-31']);
+      // 30 days before 2030-03-31T12:00Z is 2030-03-01T12:00Z: that day still holds retained rows.
+      const dropped = await parts.dropExpired(30, now);
+      assert.ok(dropped.includes('2030-01-01') && dropped.includes('2030-02-28'));
+      const left = await parts.list();
+      assert.ok(!left.includes('2030-01-01') && !left.includes('2030-02-28'));
+      assert.ok(left.includes('2030-03-01') && left.includes('2030-03-31'));
+      const reg = await t.db.query<{ r: string | null }>('SELECT to_regclass($1)::text AS r', [partitionName('2030-02-28')]);
+      assert.equal(reg.rows[0]!.r, null);
+      await parts.dropExpired(0, new Date('2030-04-05T00:00:00Z'));
+    });
+  });
+}
