@@ -38,9 +38,15 @@ deny contains concat(" ", ["unknown_kind", kind]) if {
 	not kind in ext_kinds
 }
 
+# Helper rules, not `not is_object(input.request[kind])`: OPA evaluates a ref argument
+# outside the negation, so an undefined part would make that expression fail, not hold.
+has_request_part if is_object(input.request[kind])
+
+has_subject if is_string(input.subject.sub)
+
 deny contains concat(" ", ["request_missing", kind]) if {
 	kind in builtin_kinds
-	not is_object(input.request[kind])
+	not has_request_part
 }
 
 deny contains concat(" ", ["request_mismatch", part]) if {
@@ -49,7 +55,7 @@ deny contains concat(" ", ["request_mismatch", part]) if {
 	part != kind
 }
 
-deny contains "subject_missing" if not is_string(input.subject.sub)
+deny contains "subject_missing" if not has_subject
 
 # --- hard denials: no scope and no extension grant can override these ------------------
 

@@ -82,7 +82,7 @@ async function probe(opa: string, dir: string, candidates: BuiltinDecl[]): Promi
     const wasm = files.get('/policy.wasm');
     if (!wasm) throw new Error('probe bundle has no policy.wasm');
     const policy = await loadPolicy(wasm);
-    const exports = (policy.wasmInstance as WebAssembly.Instance).exports as Record<string, unknown>;
+    const exports = (policy.wasmInstance as unknown as { exports: Record<string, unknown> }).exports;
     const builtinsAddr = (exports['builtins'] as () => number)();
     const strAddr = (exports['opa_json_dump'] as (a: number) => number)(builtinsAddr);
     const mem = new Uint8Array(policy.mem.buffer);

@@ -171,6 +171,9 @@ export const ApprovalObligation = Type.Object(
     id: Type.String(),
     expires_at: Type.String(),
     status: Type.Optional(Type.String()),
+    /** From the policy: 'once' (single use) or 'window' (reusable for window_s seconds). */
+    mode: Type.Optional(Type.String()),
+    window_s: Type.Optional(Type.Integer({ minimum: 0 })),
   },
   { additionalProperties: false },
 );

@@ -42,6 +42,11 @@ export const ERRORS = {
   // tokens
   token_ttl_too_long: { status: 400, message: 'The requested token lifetime exceeds the configured maximum.' },
 
+  // approvals
+  approval_not_pending: { status: 409, message: 'The approval has already been decided.' },
+  approval_expired: { status: 409, message: 'The approval has expired.' },
+  approval_self_decision: { status: 403, message: 'The requesting subject may not decide its own approval.' },
+
   // everything else
   unavailable: { status: 503, message: 'The service is not ready.' },
   internal: { status: 500, message: 'Internal error.' },

@@ -164,3 +164,13 @@ export class PrivateRedis {
     await rm(this.dir, { recursive: true, force: true });
   }
 }
+
+/** Wait (bounded) until `cond` holds; fails with `what` otherwise. Not a timing assertion. */
+export async function eventually(what: string, cond: () => boolean | Promise<boolean>, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await cond()) return;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for: ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}

@@ -172,7 +172,8 @@ export async function readBundleFiles(tarGz: Buffer): Promise<Map<string, Buffer
   const done = new Promise<void>((resolve, reject) => {
     ex.on('entry', (header, stream, next) => {
       const chunks: Buffer[] = [];
-      stream.on('data', (c: Buffer) => {
+      stream.on('data', (chunk: unknown) => {
+        const c = chunk as Buffer;
         total += c.length;
         if (total > BUNDLE_MAX_BYTES) ex.destroy(new Error('bundle too large'));
         else chunks.push(c);

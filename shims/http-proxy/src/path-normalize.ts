@@ -21,8 +21,11 @@ const RAW_ALLOWED = /^[A-Za-z0-9\-._~!$&'()*+,=:@/%]*$/;
 const HEX = '0123456789ABCDEF';
 
 function hexByte(s: string, i: number): number | undefined {
-  const hi = HEX.indexOf((s[i] ?? '').toUpperCase());
-  const lo = HEX.indexOf((s[i + 1] ?? '').toUpperCase());
+  const a = s[i];
+  const b = s[i + 1];
+  if (a === undefined || b === undefined) return undefined;
+  const hi = HEX.indexOf(a.toUpperCase());
+  const lo = HEX.indexOf(b.toUpperCase());
   return hi < 0 || lo < 0 ? undefined : hi * 16 + lo;
 }
 

@@ -1,0 +1,112 @@
+/**
+ * Revocation API (admin only):
+ *   POST /v1/tokens/:jti/revoke     revoke one token by its jti
+ *   POST /v1/subjects/:sub/revoke   revoke every token of a subject issued before now
+ *   GET  /v1/revocations            unexpired revocations, newest first
+ * A revocation is committed to the store before the answer, and is in force on this replica
+ * when the answer leaves; other replicas follow within a pub/sub round trip (see
+ * docs/revocation-and-cache.md).
+ */
+import { Type, type Static } from '@sinclair/typebox';
+import type { FastifyInstance } from 'fastify';
+import { ErrorBody } from '../contract.js';
+import type { RevocationService } from '../revocation/revocation-service.js';
+
+const Nullable = <T extends ReturnType<typeof Type.String>>(t: T) => Type.Union([t, Type.Null()]);
+
+export const RevocationSchema = Type.Object(
+  {
+    id: Type.String(),
+    jti: Nullable(Type.String()),
+    sub: Nullable(Type.String()),
+    issued_before: Nullable(Type.String({ format: 'date-time' })),
+    reason: Nullable(Type.String()),
+    created_at: Type.String({ format: 'date-time' }),
+    expires_at: Nullable(Type.String({ format: 'date-time' })),
+    by: Type.String(),
+  },
+  { additionalProperties: false },
+);
+
+const RevokeTokenParams = Type.Object({ jti: Type.String({ minLength: 1, maxLength: 256 }) });
+const RevokeSubjectParams = Type.Object({ sub: Type.String({ minLength: 1, maxLength: 256 }) });
+const RevokeTokenBody = Type.Object(
+  {
+    reason: Type.Optional(Type.String({ maxLength: 1024 })),
+    /** The token's exp (unix seconds), when known: the revocation is pruned after it. */
+    exp: Type.Optional(Type.Integer({ minimum: 0 })),
+  },
+  { additionalProperties: false },
+);
+const RevokeSubjectBody = Type.Object(
+  { reason: Type.Optional(Type.String({ maxLength: 1024 })) },
+  { additionalProperties: false },
+);
+const RevocationList = Type.Object({ revocations: Type.Array(RevocationSchema) }, { additionalProperties: false });
+
+const errors = { 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 500: ErrorBody, 503: ErrorBody };
+
+export default async function revocationRoutes(app: FastifyInstance, opts: { revocations: RevocationService }) {
+  const { revocations } = opts;
+  const by = (principal: { name: string } | undefined) => principal?.name ?? 'admin';
+
+  app.post<{ Params: Static<typeof RevokeTokenParams>; Body: Static<typeof RevokeTokenBody> | undefined }>(
+    '/v1/tokens/:jti/revoke',
+    {
+      preHandler: app.requireRole('admin'),
+      schema: {
+        tags: ['revocations'],
+        summary: 'Revoke one token (by jti) on every replica',
+        params: RevokeTokenParams,
+        body: RevokeTokenBody,
+        response: { 201: RevocationSchema, ...errors },
+      },
+    },
+    async (request, reply) => {
+      const body = request.body ?? {};
+      const r = await revocations.revokeToken(request.params.jti, {
+        by: by(request.principal),
+        ...(body.reason !== undefined ? { reason: body.reason } : {}),
+        ...(body.exp !== undefined ? { exp: body.exp } : {}),
+      });
+      reply.code(201);
+      return r;
+    },
+  );
+
+  app.post<{ Params: Static<typeof RevokeSubjectParams>; Body: Static<typeof RevokeSubjectBody> | undefined }>(
+    '/v1/subjects/:sub/revoke',
+    {
+      preHandler: app.requireRole('admin'),
+      schema: {
+        tags: ['revocations'],
+        summary: 'Revoke every token of a subject issued before now, on every replica',
+        params: RevokeSubjectParams,
+        body: RevokeSubjectBody,
+        response: { 201: RevocationSchema, ...errors },
+      },
+    },
+    async (request, reply) => {
+      const body = request.body ?? {};
+      const r = await revocations.revokeSubject(request.params.sub, {
+        by: by(request.principal),
+        ...(body.reason !== undefined ? { reason: body.reason } : {}),
+      });
+      reply.code(201);
+      return r;
+    },
+  );
+
+  app.get(
+    '/v1/revocations',
+    {
+      preHandler: app.requireRole('admin'),
+      schema: {
+        tags: ['revocations'],
+        summary: 'Unexpired revocations, newest first',
+        response: { 200: RevocationList, 401: ErrorBody, 403: ErrorBody, 500: ErrorBody },
+      },
+    },
+    async () => ({ revocations: await revocations.list() }),
+  );
+}

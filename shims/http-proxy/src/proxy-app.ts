@@ -1,0 +1,351 @@
+/**
+ * The http-proxy as a Fastify app: every request is normalised, matched to a route,
+ * decided by the PDP, then forwarded with the upstream credential (never the agent's
+ * token) and its answer masked as the decision requires.
+ *
+ * Fail closed throughout: a missing token, an unparsable request, a PDP that cannot be
+ * reached, an approval that does not come, or a response that cannot be masked all end
+ * in an error with a stable code — the upstream is only contacted after an allow.
+ */
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify';
+import { Agent, errors as undiciErrors, request as undiciRequest, type Dispatcher } from 'undici';
+import { pipeline } from 'node:stream';
+import { rootCertificates } from 'node:tls';
+import type { Readable } from 'node:stream';
+import { DECISION_ID_HEADER, type Decision, type DecideRequest } from '../../../pdp-server/src/contract.js';
+import { PdpClient, type ApprovalStatus } from '../../pdp-client/src/index.js';
+import { compileMask, createSseMaskTransform, maskChatCompletion, maskChatRequest, maskJson, maskText, type CompiledMask } from '../../masking/src/index.js';
+import { PROXY_ERRORS, ProxyError, type ProxyErrorCode } from './errors.js';
+import { checkQuery, normalizePath, splitTarget } from './path-normalize.js';
+import { compileRoutes, matchRoute, type Route, type RouteConfig } from './routes.js';
+import { httpRequest, llmOperation, llmRequest } from './decision-input.js';
+
+/** What the proxy needs from a PDP client (PdpClient implements it). */
+export interface Decider {
+  decide(req: DecideRequest): Promise<Decision>;
+  waitApproval(id: string, waitS: number): Promise<ApprovalStatus>;
+  close?(): Promise<void>;
+}
+
+export interface HttpProxyOptions {
+  routes: readonly RouteConfig[];
+  /** PDP to ask; or pass `decider` (e.g. a shared PdpClient). */
+  pdp?: { url: string; key: string; timeoutMs?: number; cacheMax?: number };
+  decider?: Decider;
+  /** Largest request body accepted (bytes). Default 2 MiB. */
+  bodyLimitBytes?: number;
+  /** Largest non-streamed response that will be buffered for masking (bytes). Default 16 MiB. */
+  responseLimitBytes?: number;
+  /** How long an approval_required request is held waiting for a human (seconds; 0 = answer 403 at once). */
+  approvalWaitS?: number;
+  /** Upstream headers/body timeout (ms). Default 60 s (model answers can be slow). */
+  upstreamTimeoutMs?: number;
+  /** Extra CA certificates (PEM) trusted for upstream TLS; verification itself is never disabled. */
+  upstreamCa?: string | readonly string[];
+  /** Key for the `hash` mask method (stable across restarts when set). */
+  maskHashKey?: Buffer;
+  logger?: FastifyServerOptions['logger'];
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    scopegateBody?: Buffer;
+  }
+}
+
+/** Hop-by-hop (RFC 9110 §7.6.1) and proxy-owned request headers, never forwarded as sent. */
+const DROP_REQUEST_HEADERS = new Set([
+  'connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'proxy-connection', 'te', 'trailer',
+  'transfer-encoding', 'upgrade', 'host', 'content-length', 'authorization', 'accept-encoding', 'expect',
+  'forwarded', 'x-forwarded-for', 'x-forwarded-host', 'x-forwarded-proto', 'x-real-ip', 'http2-settings',
+]);
+const DROP_RESPONSE_HEADERS = new Set([
+  'connection', 'keep-alive', 'proxy-authenticate', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'content-length',
+]);
+const SESSION_HEADER = 'x-scopegate-session';
+
+function sendError(reply: FastifyReply, code: ProxyErrorCode | string, extra: Record<string, string> = {}, status?: number): FastifyReply {
+  const known = (PROXY_ERRORS as Record<string, { status: number; message: string }>)[code];
+  const decisionId = extra.decision_id;
+  if (decisionId) reply.header(DECISION_ID_HEADER, decisionId);
+  return reply
+    .code(status ?? known?.status ?? 403)
+    .header('content-type', 'application/json; charset=utf-8')
+    .header('cache-control', 'no-store')
+    .send({ code, message: known?.message ?? 'The request was denied.', ...extra });
+}
+
+/** The decision's deny code mapped to an HTTP answer: token problems are 401, PDP trouble 503. */
+function denyStatus(decision: Decision): { code: string; status: number } {
+  const code = decision.code;
+  if (code === 'pdp_unavailable') return { code, status: 503 };
+  if (code?.startsWith('token_')) return { code, status: 401 };
+  if (code === 'policy_not_loaded' || code === 'unavailable') return { code: 'pdp_unavailable', status: 503 };
+  return { code: 'denied', status: 403 };
+}
+
+function bearer(req: FastifyRequest): string | undefined {
+  const raw = req.raw.rawHeaders;
+  let count = 0;
+  for (let i = 0; i < raw.length; i += 2) if ((raw[i] as string).toLowerCase() === 'authorization') count++;
+  if (count > 1) throw new ProxyError('header_invalid', 'more than one Authorization header');
+  const value = req.headers.authorization;
+  if (!value) return undefined;
+  const m = /^Bearer[ ]+([A-Za-z0-9\-._~+/]+=*)[ ]*$/i.exec(value);
+  if (!m) throw new ProxyError('header_invalid', 'Authorization must be a Bearer token');
+  return m[1];
+}
+
+function isJsonType(ct: string | undefined): boolean {
+  return ct !== undefined && /^application\/(?:[\w.+-]+\+)?json\b/i.test(ct);
+}
+
+export function createHttpProxy(options: HttpProxyOptions): FastifyInstance {
+  const routes = compileRoutes(options.routes);
+  const bodyLimit = options.bodyLimitBytes ?? 2 * 1024 * 1024;
+  const responseLimit = options.responseLimitBytes ?? 16 * 1024 * 1024;
+  const approvalWaitS = options.approvalWaitS ?? 0;
+  const upstreamTimeoutMs = options.upstreamTimeoutMs ?? 60_000;
+  if (!options.decider && !options.pdp) throw new Error('createHttpProxy needs `pdp` or `decider`');
+  const ownsDecider = !options.decider;
+  const decider: Decider = options.decider ?? new PdpClient({ ...options.pdp!, shim: 'http-proxy' });
+  const ca = options.upstreamCa === undefined ? undefined : typeof options.upstreamCa === 'string' ? [options.upstreamCa] : [...options.upstreamCa];
+  // rejectUnauthorized stays at its default (true): upstream TLS is always verified;
+  // extra CAs are added to the system roots, not instead of them.
+  const agent = new Agent({
+    keepAliveTimeout: 30_000,
+    connections: 128,
+    ...(ca ? { connect: { ca: [...rootCertificates, ...ca] } } : {}),
+  });
+
+  const app = Fastify({
+    logger: options.logger ?? false,
+    bodyLimit,
+    // Keep the raw request target: routing and normalisation are ours, not the router's.
+    routerOptions: { ignoreTrailingSlash: false, ignoreDuplicateSlashes: false, maxParamLength: 8192 },
+    return503OnClosing: true,
+  });
+
+  // Every body is raw bytes; JSON is parsed by the proxy where it matters.
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit }, (_req, body, done) => done(null, body));
+
+  app.setErrorHandler((err: Error & { code?: string; statusCode?: number }, request, reply) => {
+    if (err instanceof ProxyError) {
+      request.log.info({ code: err.code, detail: err.detail }, 'request refused');
+      return sendError(reply, err.code);
+    }
+    if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return sendError(reply, 'body_too_large');
+    if (err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE' || err.code === 'FST_ERR_CTP_EMPTY_JSON_BODY' || err.code === 'FST_ERR_BAD_URL') {
+      return sendError(reply, 'bad_request');
+    }
+    if (err.statusCode && err.statusCode < 500) return sendError(reply, 'bad_request');
+    request.log.error({ err }, 'proxy failure');
+    return sendError(reply, 'internal');
+  });
+  app.setNotFoundHandler((_req, reply) => sendError(reply, 'route_not_found'));
+
+  app.route({ method: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'], url: '/*', handler: (req, reply) => handle(req, reply) });
+  app.route({ method: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'], url: '/', handler: (req, reply) => handle(req, reply) });
+
+  app.addHook('onClose', async () => {
+    await agent.close();
+    if (ownsDecider) await decider.close?.();
+  });
+
+  async function handle(req: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
+    const target = splitTarget(req.raw.url ?? '');
+    const host = typeof req.headers.host === 'string' ? req.headers.host : undefined;
+    const firstPass = normalizePath(target.path);
+    const matched = matchRoute(routes, host, firstPass);
+    if (!matched) return sendError(reply, 'route_not_found');
+    const { route } = matched;
+    const rest = route.caseInsensitive ? normalizePath(matched.rest, { caseInsensitive: true }) : matched.rest;
+    if (target.query !== undefined) checkQuery(target.query);
+    const token = bearer(req);
+    if (token === undefined) return sendError(reply, 'token_missing');
+
+    const body = Buffer.isBuffer(req.body) ? req.body : undefined;
+    const contentType = typeof req.headers['content-type'] === 'string' ? req.headers['content-type'] : undefined;
+    let json: unknown;
+    if (body && body.length > 0 && (isJsonType(contentType) || route.kind === 'llm')) {
+      try {
+        json = JSON.parse(body.toString('utf8'));
+      } catch {
+        throw new ProxyError('malformed_json');
+      }
+    }
+
+    const method = req.method;
+    const sessionId = typeof req.headers[SESSION_HEADER] === 'string' ? (req.headers[SESSION_HEADER] as string).slice(0, 256) : undefined;
+    const context = { client_addr: req.ip, shim: 'http-proxy', ...(sessionId ? { session_id: sessionId } : {}) };
+    let decideRequest: DecideRequest;
+    if (route.kind === 'llm') {
+      const operation = llmOperation(method, rest);
+      if (!operation) return sendError(reply, 'llm_operation_unsupported');
+      decideRequest = { token, resource: { kind: 'llm', name: route.resource }, request: { llm: llmRequest(route.provider ?? route.resource, operation, json) }, context };
+    } else {
+      const http = httpRequest({ method, host: host?.replace(/:\d+$/, ''), path: rest, query: target.query, headers: req.headers, body, json });
+      decideRequest = { token, resource: { kind: 'http', name: route.resource }, request: { http }, context };
+    }
+
+    let decision = await decider.decide(decideRequest);
+    if (decision.effect === 'approval_required') {
+      const settled = await awaitApproval(decision, decideRequest);
+      if ('error' in settled) return sendError(reply, settled.error, settled.extra);
+      decision = settled.decision;
+    }
+    if (decision.effect !== 'allow') {
+      const { code, status } = denyStatus(decision);
+      return sendError(reply, code, { decision_id: decision.decision_id }, status);
+    }
+    reply.header(DECISION_ID_HEADER, decision.decision_id);
+
+    // Prompt-side masking: PII/secrets leave for the model only as the policy allows.
+    let outBody = body;
+    const requestMask = compileMask(decision.obligations.mask_request, opts());
+    if (!requestMask.empty && json !== undefined && typeof json === 'object' && json !== null && !Array.isArray(json)) {
+      const masked = route.kind === 'llm' ? maskChatRequest(json as Record<string, unknown>, requestMask) : (maskJson(json, requestMask) as Record<string, unknown>);
+      outBody = Buffer.from(JSON.stringify(masked));
+    }
+    return forward(req, reply, route, rest, target.query, outBody, compileMask(decision.obligations.mask, opts()));
+  }
+
+  function opts(): { hashKey?: Buffer } {
+    return options.maskHashKey ? { hashKey: options.maskHashKey } : {};
+  }
+
+  /** Hold an approval_required request until a human decides or the wait runs out. */
+  async function awaitApproval(
+    decision: Decision,
+    decideRequest: DecideRequest,
+  ): Promise<{ decision: Decision } | { error: ProxyErrorCode; extra: Record<string, string> }> {
+    const approval = decision.obligations.approval;
+    const extra: Record<string, string> = { decision_id: decision.decision_id, ...(approval ? { approval_id: approval.id } : {}) };
+    if (!approval || approvalWaitS <= 0) return { error: 'approval_required', extra };
+    const deadline = Date.now() + approvalWaitS * 1000;
+    // Bounded: each long-poll lasts at least a second unless the PDP answers early.
+    for (let i = 0; i < approvalWaitS + 1; i++) {
+      const left = Math.ceil((deadline - Date.now()) / 1000);
+      if (left <= 0) break;
+      const status = await decider.waitApproval(approval.id, left);
+      if (status === 'denied') return { error: 'approval_denied', extra };
+      if (status === 'expired') return { error: 'approval_required', extra };
+      if (status === 'approved') {
+        // The approval is bound to this exact request; deciding again yields the allow (and its obligations).
+        const again = await decider.decide(decideRequest);
+        if (again.effect === 'allow') return { decision: again };
+        if (again.effect === 'deny') return { decision: again };
+        return { error: 'approval_required', extra: { ...extra, decision_id: again.decision_id } };
+      }
+    }
+    return { error: 'approval_required', extra };
+  }
+
+  async function forward(
+    req: FastifyRequest,
+    reply: FastifyReply,
+    route: Route,
+    rest: string,
+    query: string | undefined,
+    body: Buffer | undefined,
+    mask: CompiledMask,
+  ): Promise<FastifyReply> {
+    const headers: Record<string, string | string[]> = {};
+    const connectionListed = new Set(
+      String(req.headers.connection ?? '')
+        .split(',')
+        .map((s) => s.trim().toLowerCase())
+        .filter(Boolean),
+    );
+    for (const [name, value] of Object.entries(req.headers)) {
+      if (value === undefined || DROP_REQUEST_HEADERS.has(name) || connectionListed.has(name)) continue;
+      if (name.startsWith('x-scopegate-') || name === route.credentialHeader) continue;
+      headers[name] = value;
+    }
+    // The upstream must answer uncompressed so the answer can be masked.
+    headers['accept-encoding'] = 'identity';
+    if (route.credential) headers[route.credentialHeader as string] = route.credential.value;
+    if (body) headers['content-length'] = String(body.length);
+    const path = (route.basePath + rest).replace(/^(?!\/)/, '/') + (query !== undefined ? `?${query}` : '');
+    const method = req.method as Dispatcher.HttpMethod;
+
+    let res: Dispatcher.ResponseData;
+    try {
+      res = await undiciRequest(new URL(path, route.upstreamUrl.origin), {
+        method,
+        headers,
+        body: body && body.length > 0 ? body : null,
+        dispatcher: agent,
+        headersTimeout: upstreamTimeoutMs,
+        bodyTimeout: upstreamTimeoutMs,
+      });
+    } catch (err) {
+      req.log.warn({ err: { message: (err as Error).message, code: (err as { code?: string }).code } }, 'upstream failed');
+      return sendError(reply, err instanceof undiciErrors.HeadersTimeoutError ? 'upstream_timeout' : 'upstream_unavailable');
+    }
+
+    const resHeaders: Record<string, string | string[]> = {};
+    for (const [name, value] of Object.entries(res.headers)) {
+      if (value === undefined || DROP_RESPONSE_HEADERS.has(name)) continue;
+      resHeaders[name] = value;
+    }
+    const contentType = typeof res.headers['content-type'] === 'string' ? res.headers['content-type'] : undefined;
+    const encoding = res.headers['content-encoding'];
+
+    if (mask.empty || method === 'HEAD' || res.statusCode === 204 || res.statusCode === 304) {
+      const len = res.headers['content-length'];
+      if (typeof len === 'string') resHeaders['content-length'] = len;
+      return reply.code(res.statusCode).headers(resHeaders).send(res.body);
+    }
+    if (encoding !== undefined && encoding !== 'identity') {
+      res.body.destroy();
+      return sendError(reply, 'response_unmaskable');
+    }
+    if (contentType && /^text\/event-stream\b/i.test(contentType)) {
+      const transform = createSseMaskTransform(mask);
+      const out = pipeline(res.body, transform, (err) => {
+        if (err) req.log.warn({ code: (err as { code?: string }).code ?? 'stream_error' }, 'SSE masking stopped the stream');
+      }) as unknown as Readable;
+      resHeaders['cache-control'] = resHeaders['cache-control'] ?? 'no-cache';
+      return reply.code(res.statusCode).headers(resHeaders).send(out);
+    }
+    const text = await readLimited(res.body, responseLimit);
+    if (text === undefined) return sendError(reply, 'response_too_large');
+    let payload: string;
+    if (isJsonType(contentType)) {
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(text);
+      } catch {
+        return sendError(reply, 'response_unmaskable');
+      }
+      payload = JSON.stringify(route.kind === 'llm' ? maskChatCompletion(parsed, mask) : maskJson(parsed, mask));
+    } else if (!contentType || /^text\/|^application\/(?:xml|x-www-form-urlencoded|javascript)\b/i.test(contentType)) {
+      payload = maskText(text, mask);
+    } else {
+      // Binary or unknown content cannot be masked: fail closed rather than pass it unmasked.
+      return sendError(reply, 'response_unmaskable');
+    }
+    delete resHeaders.etag;
+    delete resHeaders['content-md5'];
+    return reply.code(res.statusCode).headers(resHeaders).send(payload);
+  }
+
+  return app;
+}
+
+/** Read a body as UTF-8 up to `limit` bytes; undefined (and the stream destroyed) past it. */
+async function readLimited(body: Dispatcher.ResponseData['body'], limit: number): Promise<string | undefined> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of body) {
+    size += (chunk as Buffer).length;
+    if (size > limit) {
+      body.destroy();
+      return undefined;
+    }
+    chunks.push(chunk as Buffer);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}

@@ -1,0 +1,89 @@
+/**
+ * pg-proxy as a library: `createPgProxy(options)` → { listen, close, address }.
+ * The process entry (config file + env) is main.ts; tests embed this directly.
+ */
+import net from 'node:net';
+import tls from 'node:tls';
+import { createColumnCatalog, type ColumnCatalog } from './column-catalog.js';
+import { ProxySession, type Decider } from './proxy-session.js';
+import { loadSqlParser } from './sql-summary.js';
+
+export type { Decider } from './proxy-session.js';
+
+export interface PgProxyOptions {
+  /** Resource name the PDP decides on, e.g. `orders-db`. */
+  resource: string;
+  upstream: { host: string; port: number; database: string; user: string; password?: string | undefined };
+  decider: Decider;
+  /** PEM certificate and key; without them SSLRequest is answered `N`. */
+  tls?: { cert: string | Buffer; key: string | Buffer } | undefined;
+  /** Accept the token over plaintext from non-loopback clients. Default false. */
+  allowPlaintextNonLoopback?: boolean;
+  /** Largest frontend message after startup. Default 64 MiB. */
+  maxMessageBytes?: number;
+  /** Clients must finish startup and authentication within this. Default 10 s. */
+  startupTimeoutMs?: number;
+  /** Most concurrent client connections. Default 1000. */
+  maxConnections?: number;
+  /** Structured events (never tokens or row data). Default: silent. */
+  log?: (event: Record<string, unknown>) => void;
+  /** Column-name lookups; default: a small pool on the upstream with the proxy's credential. */
+  catalog?: ColumnCatalog;
+}
+
+export interface PgProxy {
+  listen(port?: number, host?: string): Promise<{ host: string; port: number }>;
+  address(): { host: string; port: number } | undefined;
+  close(): Promise<void>;
+}
+
+export function createPgProxy(options: PgProxyOptions): PgProxy {
+  const catalog = options.catalog ?? createColumnCatalog(options.upstream);
+  const cancelKeys = new Map<string, ProxySession>();
+  const sessions = new Set<ProxySession>();
+  const log = options.log ?? (() => undefined);
+  const secure = options.tls ? tls.createSecureContext({ cert: options.tls.cert, key: options.tls.key }) : undefined;
+  const server = net.createServer((socket) => {
+    if (sessions.size >= (options.maxConnections ?? 1000)) {
+      socket.destroy();
+      return;
+    }
+    const session = new ProxySession(socket, {
+      resource: options.resource,
+      upstream: options.upstream,
+      tls: secure,
+      allowPlaintextNonLoopback: options.allowPlaintextNonLoopback ?? false,
+      maxMessageBytes: options.maxMessageBytes ?? 64 * 1024 * 1024,
+      startupTimeoutMs: options.startupTimeoutMs ?? 10_000,
+      decider: options.decider,
+      catalog,
+      cancelKeys,
+      log,
+    });
+    sessions.add(session);
+    socket.once('close', () => sessions.delete(session));
+  });
+  server.on('error', (err) => log({ event: 'listener_error', error: err.message }));
+  let addr: { host: string; port: number } | undefined;
+  return {
+    async listen(port = 6432, host = '127.0.0.1') {
+      await loadSqlParser();
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(port, host, () => {
+          server.off('error', reject);
+          resolve();
+        });
+      });
+      const a = server.address() as net.AddressInfo;
+      addr = { host: a.address, port: a.port };
+      return addr;
+    },
+    address: () => addr,
+    async close() {
+      for (const s of sessions) s.close('proxy shutting down');
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await catalog.close();
+    },
+  };
+}

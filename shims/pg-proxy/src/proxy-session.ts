@@ -1,0 +1,595 @@
+/**
+ * One client connection: a state machine over the frontend protocol, an upstream
+ * connection with the proxy's credential, and the decision/masking path between them.
+ *
+ *   awaitingStartup ─SSLRequest→ (TLS) ─┐
+ *        │ ◀────────────────────────────┘
+ *        ├─CancelRequest→ forward to upstream key → closed
+ *        └─StartupMessage→ awaitingPassword ─PasswordMessage(token)→ connecting → ready → closed
+ *
+ * Denials are delivered *through* the upstream: the denied Query/Parse is replaced by a
+ * statement that fails to parse (a unique marker), and the upstream's syntax error is
+ * rewritten into the proxy's 42501 on the way back. That keeps the protocol order of every
+ * pipelined response exact and makes the upstream abort the transaction, as a real error would.
+ */
+import { randomBytes, randomUUID } from 'node:crypto';
+import net from 'node:net';
+import tls from 'node:tls';
+import type { Decision, DecideRequest, SqlStatement } from '../../../pdp-server/src/contract.js';
+import type { MaskMethod } from '../../masking/src/mask-rules.js';
+import type { ColumnCatalog } from './column-catalog.js';
+import {
+  fieldActions,
+  isEmptyPlan,
+  maskCopyTextRow,
+  maskDataRow,
+  maskNoticeFields,
+  mergePlans,
+  NO_MASK,
+  planFor,
+  writesTaintedData,
+  type FieldAction,
+  type MaskPlan,
+} from './column-masker.js';
+import { AUTH, BACKEND, ERROR_FIELDS, FRONTEND, SQLSTATE, STARTUP_CODES, TX_STATUS } from './message-codes.js';
+import { newSessionObjects, summarize, type SessionObjects } from './sql-summary.js';
+import { connectUpstream, UpstreamError, type UpstreamConnection } from './upstream-connection.js';
+import {
+  authenticationRequest,
+  BodyReader,
+  backendKeyData,
+  cancelRequest,
+  decodeBind,
+  decodeCString,
+  decodeNotice,
+  decodeParse,
+  decodeRowDescription,
+  decodeStartup,
+  decodeTarget,
+  encodeBind,
+  encodeNotice,
+  encodeParse,
+  encodeQuery,
+  errorResponse,
+  readyForQuery,
+  type FieldDescription,
+} from './wire-codec.js';
+import { FrameError, MessageFramer, type Frame } from './wire-frames.js';
+
+/** Anything that can answer a decision request (the PDP client in production). */
+export interface Decider {
+  decide(req: DecideRequest): Promise<Decision>;
+}
+
+export interface SessionConfig {
+  resource: string;
+  upstream: { host: string; port: number; database: string; user: string; password?: string | undefined };
+  tls: tls.SecureContext | undefined;
+  allowPlaintextNonLoopback: boolean;
+  maxMessageBytes: number;
+  startupTimeoutMs: number;
+  decider: Decider;
+  catalog: ColumnCatalog;
+  /** Where the process-wide cancel keys live. */
+  cancelKeys: Map<string, ProxySession>;
+  log: (event: Record<string, unknown>) => void;
+}
+
+/** Startup parameters passed upstream; everything else is dropped (`options` could set any GUC). */
+const FORWARDED_PARAMS = new Set(['application_name', 'client_encoding', 'datestyle', 'timezone', 'extra_float_digits', 'intervalstyle']);
+const REFUSED_PARAMS = new Set(['replication', 'options']);
+const STARTUP_MAX_BYTES = 10_000;
+const MAX_QUEUED_FRAMES = 1024;
+
+type State = 'awaitingStartup' | 'awaitingPassword' | 'connecting' | 'ready' | 'closed';
+
+interface StatementInfo {
+  statements: SqlStatement[];
+  plan: MaskPlan;
+}
+
+interface Batch {
+  plan: MaskPlan;
+  statements: SqlStatement[];
+}
+const EMPTY_BATCH: Batch = Object.freeze({ plan: NO_MASK, statements: [] }) as unknown as Batch;
+
+function joinBatch(a: Batch, b: StatementInfo): Batch {
+  return { plan: mergePlans(a.plan, b.plan), statements: [...a.statements, ...b.statements] };
+}
+
+interface DenyMarker {
+  error: Buffer;
+}
+
+export class ProxySession {
+  readonly id = randomUUID();
+  state: State = 'awaitingStartup';
+  readonly proxyPid = randomBytes(4).readInt32BE() & 0x7fffffff;
+  readonly proxySecret = randomBytes(4).readInt32BE();
+
+  #client: net.Socket | tls.TLSSocket;
+  readonly #clientAddr: string;
+  readonly #loopback: boolean;
+  readonly #framer: MessageFramer;
+  #upstream: UpstreamConnection | undefined;
+  #token = '';
+  #startupParams = new Map<string, string>();
+  #startupTimer: NodeJS.Timeout | undefined;
+
+  /** Frontend frames waiting for the serialized decision loop. */
+  #queue: Frame[] = [];
+  #pumping = false;
+
+  readonly #objects: SessionObjects = newSessionObjects();
+  readonly #statements = new Map<string, StatementInfo>();
+  readonly #portals = new Map<string, StatementInfo>();
+  /** Mask plan and statements of messages forwarded since the last Sync (the batch being built). */
+  #open: Batch = EMPTY_BATCH;
+  /** One batch per forwarded Sync/Query whose ReadyForQuery has not come back yet. */
+  readonly #inflight: Batch[] = [];
+  /** Markers of denied messages whose syntax error is still to come back. */
+  readonly #denials = new Map<string, DenyMarker>();
+
+  // backend side
+  #backendQueue: Frame[] = [];
+  #backendPumping = false;
+  #fields: FieldDescription[] = [];
+  #actions: FieldAction[] = [];
+  #rowPlan: MaskPlan = NO_MASK;
+  #copyMethods: Array<MaskMethod | undefined> | undefined;
+  #copyEvery: MaskMethod | undefined;
+
+  constructor(
+    socket: net.Socket,
+    private readonly cfg: SessionConfig,
+  ) {
+    this.#client = socket;
+    this.#clientAddr = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`;
+    const addr = socket.remoteAddress ?? '';
+    this.#loopback = addr === '127.0.0.1' || addr === '::1' || addr === '::ffff:127.0.0.1' || addr.startsWith('127.');
+    this.#framer = new MessageFramer('awaitingStartup', STARTUP_MAX_BYTES);
+    socket.setNoDelay(true);
+    this.#attachClient(socket);
+    // Clients that stall before authenticating are cut off.
+    this.#startupTimer = setTimeout(() => this.close('startup timeout'), cfg.startupTimeoutMs);
+  }
+
+  #attachClient(socket: net.Socket | tls.TLSSocket): void {
+    socket.on('data', (chunk: Buffer) => this.#onClientData(chunk));
+    socket.on('error', () => this.close('client socket error'));
+    socket.on('close', () => this.close('client closed'));
+  }
+
+  close(reason: string): void {
+    if (this.state === 'closed') return;
+    this.state = 'closed';
+    if (this.#startupTimer) clearTimeout(this.#startupTimer);
+    this.cfg.cancelKeys.delete(`${this.proxyPid}:${this.proxySecret}`);
+    this.cfg.log({ event: 'session_closed', session_id: this.id, reason });
+    this.#client.destroy();
+    this.#upstream?.socket.destroy();
+    this.#queue = [];
+    this.#backendQueue = [];
+  }
+
+  /** Forward a CancelRequest for this session to the upstream with the real key. */
+  cancelUpstream(): void {
+    const up = this.#upstream;
+    if (!up) return;
+    const s = net.connect({ host: this.cfg.upstream.host, port: this.cfg.upstream.port }, () => s.end(cancelRequest(up.pid, up.secret)));
+    s.on('error', () => s.destroy());
+    s.setTimeout(5000, () => s.destroy());
+  }
+
+  // ---- client → proxy ------------------------------------------------------
+
+  #onClientData(chunk: Buffer): void {
+    if (this.state === 'closed') return;
+    try {
+      this.#framer.push(chunk);
+      for (let f = this.#framer.next(); f; f = this.#framer.next()) {
+        if (this.#framer.state === 'awaitingStartup') this.#onStartupFrame(f);
+        else this.#queue.push(f);
+        if ((this.state as State) === 'closed' || this.#framer.state === 'awaitingStartup') break;
+      }
+    } catch (err) {
+      this.#fatal(err instanceof FrameError ? SQLSTATE.protocolViolation : SQLSTATE.programLimitExceeded, err instanceof FrameError ? 'invalid message' : 'message too large');
+      return;
+    }
+    if (this.#queue.length > MAX_QUEUED_FRAMES) this.#client.pause();
+    void this.#pump();
+  }
+
+  #fatal(sqlstate: string, message: string): void {
+    if (this.state === 'closed') return;
+    this.#client.write(errorResponse(sqlstate, message, 'FATAL'));
+    this.#client.end();
+    this.close(message);
+  }
+
+  #onStartupFrame(f: Frame): void {
+    const r = new BodyReader(f.body);
+    const code = r.int32();
+    if (code === STARTUP_CODES.sslRequest) {
+      if (!this.cfg.tls || this.#client instanceof tls.TLSSocket) {
+        this.#client.write('N');
+        return;
+      }
+      if (this.#framer.pending > 0) return this.#fatal(SQLSTATE.protocolViolation, 'data after SSLRequest');
+      this.#client.write('S');
+      const raw = this.#client;
+      raw.removeAllListeners('data');
+      raw.removeAllListeners('close');
+      raw.removeAllListeners('error');
+      const secure = new tls.TLSSocket(raw, { isServer: true, secureContext: this.cfg.tls });
+      this.#client = secure;
+      this.#attachClient(secure);
+      return;
+    }
+    if (code === STARTUP_CODES.gssEncRequest) {
+      this.#client.write('N');
+      return;
+    }
+    if (code === STARTUP_CODES.cancelRequest) {
+      const pid = r.int32();
+      const secret = r.int32();
+      this.cfg.cancelKeys.get(`${pid}:${secret}`)?.cancelUpstream();
+      this.close('cancel request');
+      return;
+    }
+    if (code !== STARTUP_CODES.protocolV3) return this.#fatal(SQLSTATE.featureNotSupported, 'unsupported protocol version');
+    const startup = decodeStartup(f.body);
+    for (const key of startup.params.keys()) {
+      if (REFUSED_PARAMS.has(key.toLowerCase())) return this.#fatal(SQLSTATE.featureNotSupported, `startup parameter "${key}" is not allowed`);
+    }
+    this.#startupParams = startup.params;
+    if (!(this.#client instanceof tls.TLSSocket) && !this.#loopback && !this.cfg.allowPlaintextNonLoopback) {
+      return this.#fatal(SQLSTATE.invalidAuthorizationSpecification, 'TLS is required: the token must not travel in plaintext');
+    }
+    this.#framer.state = 'typed';
+    this.#framer.maxLength = STARTUP_MAX_BYTES + 16 * 1024;
+    this.state = 'awaitingPassword';
+    this.#client.write(authenticationRequest(AUTH.cleartextPassword));
+  }
+
+  async #pump(): Promise<void> {
+    if (this.#pumping) return;
+    this.#pumping = true;
+    try {
+      while (this.#queue.length && this.state !== 'closed') {
+        const f = this.#queue.shift() as Frame;
+        await this.#onFrontend(f);
+        if (this.#queue.length < MAX_QUEUED_FRAMES / 2 && this.#client.isPaused()) this.#client.resume();
+      }
+    } catch (err) {
+      if (err instanceof FrameError) this.#fatal(SQLSTATE.protocolViolation, 'invalid message');
+      else {
+        this.cfg.log({ event: 'session_error', session_id: this.id, error: (err as Error).message });
+        this.#fatal(SQLSTATE.connectionFailure, 'proxy error');
+      }
+    } finally {
+      this.#pumping = false;
+    }
+  }
+
+  async #onFrontend(f: Frame): Promise<void> {
+    if (this.state === 'awaitingPassword') {
+      if (f.type !== FRONTEND.password) return this.#fatal(SQLSTATE.protocolViolation, 'expected a password message');
+      this.#token = decodeCString(f.body);
+      if (this.#token === '') return this.#fatal(SQLSTATE.invalidPassword, 'a scopegate token is required as the password');
+      return this.#connect();
+    }
+    if (this.state !== 'ready') return;
+    switch (f.type) {
+      case FRONTEND.query:
+        return this.#onQuery(f);
+      case FRONTEND.parse:
+        return this.#onParse(f);
+      case FRONTEND.bind:
+        return this.#onBind(f);
+      case FRONTEND.close: {
+        const t = decodeTarget(f.body);
+        if (t.kind === 'S') this.#statements.delete(t.name);
+        else this.#portals.delete(t.name);
+        return this.#send(f.raw);
+      }
+      case FRONTEND.describe:
+      case FRONTEND.execute:
+      case FRONTEND.flush:
+        return this.#send(f.raw);
+      case FRONTEND.sync:
+        this.#inflight.push(this.#open);
+        this.#open = EMPTY_BATCH;
+        return this.#send(f.raw);
+      case FRONTEND.copyData:
+      case FRONTEND.copyDone:
+      case FRONTEND.copyFail:
+        return this.#send(f.raw);
+      case FRONTEND.functionCall:
+        // The fast-path function call bypasses SQL and so the policy: refused. Delivered as a
+        // denied query so the client still gets its ReadyForQuery in order.
+        return this.#sendDenied(FRONTEND.query, randomUUID(), 'the FunctionCall message is not allowed through the proxy', undefined);
+      case FRONTEND.terminate:
+        this.#upstream?.socket.end(f.raw);
+        this.#client.end();
+        this.close('terminate');
+        return;
+      default:
+        return this.#fatal(SQLSTATE.protocolViolation, 'unexpected message type');
+    }
+  }
+
+  async #connect(): Promise<void> {
+    this.state = 'connecting';
+    const params: Record<string, string> = { search_path: 'public' };
+    for (const [k, v] of this.#startupParams) if (FORWARDED_PARAMS.has(k.toLowerCase())) params[k] = v;
+    try {
+      this.#upstream = await connectUpstream({ ...this.cfg.upstream, params, maxMessageBytes: 1024 * 1024 * 1024 });
+    } catch (err) {
+      this.cfg.log({ event: 'upstream_connect_failed', session_id: this.id, error: (err as Error).message, sqlstate: (err as UpstreamError).sqlstate });
+      return this.#fatal(SQLSTATE.connectionFailure, 'the database is not available');
+    }
+    if ((this.state as State) === 'closed') {
+      this.#upstream.socket.destroy();
+      return;
+    }
+    if (this.#startupTimer) clearTimeout(this.#startupTimer);
+    this.#startupTimer = undefined;
+    const up = this.#upstream;
+    this.#framer.maxLength = this.cfg.maxMessageBytes;
+    this.cfg.cancelKeys.set(`${this.proxyPid}:${this.proxySecret}`, this);
+    const out: Buffer[] = [authenticationRequest(AUTH.ok), ...up.parameterStatuses.map((p) => p.raw), backendKeyData(this.proxyPid, this.proxySecret), readyForQuery(TX_STATUS.idle)];
+    this.#client.write(Buffer.concat(out));
+    this.state = 'ready';
+    this.cfg.log({ event: 'session_started', session_id: this.id, client_addr: this.#clientAddr });
+    up.socket.on('data', (chunk: Buffer) => this.#onUpstreamData(chunk));
+    up.socket.on('error', () => this.#fatal(SQLSTATE.connectionFailure, 'the database connection failed'));
+    up.socket.on('close', () => this.#fatal(SQLSTATE.connectionFailure, 'the database closed the connection'));
+    this.#client.on('drain', () => up.socket.resume());
+    up.socket.resume();
+    const leftover = up.framer.drain();
+    if (leftover.length) this.#onUpstreamData(leftover);
+  }
+
+  async #send(raw: Buffer): Promise<void> {
+    const up = this.#upstream;
+    if (!up) return;
+    if (!up.socket.write(raw)) await new Promise<void>((resolve) => up.socket.once('drain', resolve));
+  }
+
+  // ---- decisions -----------------------------------------------------------
+
+  /** Summarise, decide and plan masking for one SQL text. Returns the info, or a denial. */
+  async #decideSql(sql: string): Promise<{ ok: true; info: StatementInfo; apply: (o: SessionObjects) => void } | { ok: false; decisionId: string; message: string }> {
+    const summary = summarize(sql, this.#objects);
+    if (!summary.ok) {
+      const decisionId = randomUUID();
+      this.cfg.log({ event: 'statement_refused', session_id: this.id, decision_id: decisionId, reason: summary.reason });
+      return { ok: false, decisionId, message: summary.reason };
+    }
+    if (summary.statements.length === 0) return { ok: true, info: { statements: [], plan: NO_MASK }, apply: summary.apply };
+    const decision = await this.cfg.decider.decide({
+      token: this.#token,
+      resource: { kind: 'sql', name: this.cfg.resource },
+      request: { sql: { statements: summary.statements, fingerprint: summary.fingerprint } },
+      context: { session_id: this.id, client_addr: this.#clientAddr, shim: 'pg-proxy' },
+    });
+    this.cfg.log({ event: 'decision', session_id: this.id, decision_id: decision.decision_id, effect: decision.effect, fingerprint: summary.fingerprint });
+    if (decision.effect === 'approval_required') {
+      const approval = decision.obligations.approval;
+      return { ok: false, decisionId: decision.decision_id, message: `approval required (approval_id=${approval?.id ?? 'unknown'}); retry once it is approved` };
+    }
+    if (decision.effect !== 'allow' || decision.allow !== true) {
+      return { ok: false, decisionId: decision.decision_id, message: decision.code ? `denied (${decision.code})` : 'denied by policy' };
+    }
+    const plan = planFor(summary.statements, decision.obligations.mask);
+    if (writesTaintedData(plan, summary.statements)) {
+      return { ok: false, decisionId: decision.decision_id, message: 'the statement writes data read from masked columns' };
+    }
+    return { ok: true, info: { statements: summary.statements, plan }, apply: summary.apply };
+  }
+
+  /** Replace a denied Query/Parse/Bind by one the upstream rejects with our marker in the message. */
+  async #sendDenied(kind: string, decisionId: string, reason: string, original: Frame | undefined): Promise<void> {
+    const marker = `scopegate_denied_${randomBytes(12).toString('hex')}`;
+    const error = errorResponse(SQLSTATE.insufficientPrivilege, `permission denied by scopegate (decision_id=${decisionId})`, 'ERROR', reason);
+    this.#denials.set(marker, { error });
+    if (kind === FRONTEND.query) {
+      this.#inflight.push(this.#open);
+      this.#open = EMPTY_BATCH;
+      return this.#send(encodeQuery(`${marker} ${marker}`));
+    }
+    if (kind === FRONTEND.parse && original) {
+      const p = decodeParse(original.body);
+      return this.#send(encodeParse(p.name, `${marker} ${marker}`, original.body));
+    }
+    if (kind === FRONTEND.bind && original) {
+      const b = decodeBind(original.body);
+      return this.#send(encodeBind(b.portal, marker, original.body));
+    }
+  }
+
+  async #onQuery(f: Frame): Promise<void> {
+    const sql = decodeCString(f.body);
+    const d = await this.#decideSql(sql);
+    if (!d.ok) return this.#sendDenied(FRONTEND.query, d.decisionId, d.message, f);
+    d.apply(this.#objects);
+    // A simple Query is its own batch: it ends with ReadyForQuery.
+    this.#inflight.push(joinBatch(this.#open, d.info));
+    this.#open = EMPTY_BATCH;
+    return this.#send(f.raw);
+  }
+
+  async #onParse(f: Frame): Promise<void> {
+    const p = decodeParse(f.body);
+    const d = await this.#decideSql(p.query);
+    if (!d.ok) {
+      this.#statements.delete(p.name);
+      return this.#sendDenied(FRONTEND.parse, d.decisionId, d.message, f);
+    }
+    d.apply(this.#objects);
+    this.#statements.set(p.name, d.info);
+    this.#open = joinBatch(this.#open, d.info);
+    return this.#send(f.raw);
+  }
+
+  async #onBind(f: Frame): Promise<void> {
+    const b = decodeBind(f.body);
+    // A statement prepared with SQL PREPARE is also bindable; it was decided when prepared.
+    const sqlPrepared = this.#objects.prepared.get(b.statement);
+    const info = this.#statements.get(b.statement) ?? (sqlPrepared ? { statements: sqlPrepared, plan: NO_MASK } : undefined);
+    if (!info || (sqlPrepared && !this.#statements.has(b.statement))) {
+      // Unknown to us (or only known without its mask plan): cannot be described, refused.
+      return this.#sendDenied(FRONTEND.bind, randomUUID(), 'bind to a statement the proxy did not see prepared', f);
+    }
+    this.#portals.set(b.portal, info);
+    this.#open = joinBatch(this.#open, info);
+    return this.#send(f.raw);
+  }
+
+  // ---- upstream → client ---------------------------------------------------
+
+  #onUpstreamData(chunk: Buffer): void {
+    const up = this.#upstream;
+    if (!up || this.state === 'closed') return;
+    try {
+      up.framer.push(chunk);
+      for (let f = up.framer.next(); f; f = up.framer.next()) this.#backendQueue.push(f);
+    } catch {
+      return this.#fatal(SQLSTATE.connectionFailure, 'invalid message from the database');
+    }
+    if (this.#backendQueue.length > MAX_QUEUED_FRAMES) up.socket.pause();
+    void this.#pumpBackend();
+  }
+
+  get #currentPlan(): MaskPlan {
+    return (this.#inflight[0] ?? this.#open).plan;
+  }
+
+  async #pumpBackend(): Promise<void> {
+    if (this.#backendPumping) return;
+    this.#backendPumping = true;
+    try {
+      const out: Buffer[] = [];
+      while (this.#backendQueue.length && this.state !== 'closed') {
+        const f = this.#backendQueue.shift() as Frame;
+        const msg = await this.#onBackend(f);
+        if (msg) out.push(msg);
+        if (out.length >= 256) this.#flushClient(out);
+      }
+      this.#flushClient(out);
+      const up = this.#upstream;
+      if (up && up.socket.isPaused() && this.#backendQueue.length < MAX_QUEUED_FRAMES / 2 && this.#client.writableNeedDrain === false) up.socket.resume();
+    } catch (err) {
+      this.cfg.log({ event: 'session_error', session_id: this.id, error: (err as Error).message });
+      this.#fatal(SQLSTATE.connectionFailure, 'proxy error');
+    } finally {
+      this.#backendPumping = false;
+    }
+  }
+
+  #flushClient(out: Buffer[]): void {
+    if (!out.length || this.state === 'closed') return;
+    const ok = this.#client.write(out.length === 1 ? (out[0] as Buffer) : Buffer.concat(out));
+    out.length = 0;
+    if (!ok) this.#upstream?.socket.pause();
+  }
+
+  async #onBackend(f: Frame): Promise<Buffer | undefined> {
+    switch (f.type) {
+      case BACKEND.rowDescription: {
+        this.#fields = decodeRowDescription(f.body);
+        this.#rowPlan = this.#currentPlan;
+        this.#actions = isEmptyPlan(this.#rowPlan) ? [] : await fieldActions(this.#fields, this.#rowPlan, this.cfg.catalog);
+        return f.raw;
+      }
+      case BACKEND.dataRow: {
+        if (!this.#actions.some((a) => a !== undefined)) return f.raw;
+        return maskDataRow(f.body, this.#actions, this.#fields, this.#rowPlan) ?? f.raw;
+      }
+      case BACKEND.errorResponse:
+      case BACKEND.noticeResponse: {
+        const fields = decodeNotice(f.body);
+        if (f.type === BACKEND.errorResponse) {
+          const message = fields.find(([c]) => c === ERROR_FIELDS.message)?.[1] ?? '';
+          const m = /scopegate_denied_[0-9a-f]{24}/.exec(message);
+          const denial = m ? this.#denials.get(m[0]) : undefined;
+          if (m && denial) {
+            this.#denials.delete(m[0]);
+            return denial.error;
+          }
+        }
+        const plan = this.#currentPlan;
+        if (isEmptyPlan(plan)) return f.raw;
+        return encodeNotice(f.type, maskNoticeFields(fields, plan));
+      }
+      case BACKEND.copyOutResponse:
+      case BACKEND.copyBothResponse:
+        return this.#onCopyOut(f);
+      case BACKEND.copyData: {
+        if (this.#copyMethods === undefined && this.#copyEvery === undefined) return f.raw;
+        const row = maskCopyTextRow(f.body, this.#copyMethods ?? [], this.#rowPlan, this.#copyEvery);
+        return Buffer.concat([Buffer.from([BACKEND.copyData.charCodeAt(0)]), int32(row.length + 4), row]);
+      }
+      case BACKEND.copyDone:
+        this.#copyMethods = undefined;
+        this.#copyEvery = undefined;
+        return f.raw;
+      case BACKEND.commandComplete:
+        this.#actions = [];
+        return f.raw;
+      case BACKEND.readyForQuery:
+        this.#inflight.shift();
+        this.#actions = [];
+        this.#copyMethods = undefined;
+        this.#copyEvery = undefined;
+        if (this.#inflight.length === 0) this.#denials.clear();
+        return f.raw;
+      default:
+        return f.raw;
+    }
+  }
+
+  async #onCopyOut(f: Frame): Promise<Buffer | undefined> {
+    const plan = this.#currentPlan;
+    this.#rowPlan = plan;
+    if (isEmptyPlan(plan)) return f.raw;
+    const r = new BodyReader(f.body);
+    const binary = r.byte() === 1;
+    const copyStmt = this.#inflightStatements().find((s) => s.command === 'copy');
+    const options = copyStmt?.effects?.includes('copy_options') ?? true;
+    const tainted = plan.tainted;
+    if (tainted && (binary || options || !copyStmt)) {
+      // Masking needs the text format's row structure: refuse the output rather than leak it.
+      this.#fatal(SQLSTATE.insufficientPrivilege, 'COPY output of masked columns is only allowed in text format');
+      return undefined;
+    }
+    if (!tainted) {
+      this.#copyMethods = plan.text && !binary ? [] : undefined;
+      return f.raw;
+    }
+    const strictest = [...plan.columns.values()].includes('null') ? 'null' : 'redact';
+    if (copyStmt?.effects?.includes('copy_query')) {
+      this.#copyEvery = strictest;
+      return f.raw;
+    }
+    let cols = (copyStmt?.columns ?? []).filter((c) => !c.endsWith('.*'));
+    const star = copyStmt?.columns.find((c) => c.endsWith('.*'));
+    if (star) cols = (await this.cfg.catalog.copyColumns(star.slice(0, -2)).catch(() => undefined)) ?? [];
+    if (cols.length === 0) this.#copyEvery = strictest;
+    else this.#copyMethods = cols.map((c) => plan.columns.get(c) ?? plan.columns.get(`*.*.${c.slice(c.lastIndexOf('.') + 1)}`));
+    return f.raw;
+  }
+
+  /** Statements of the batch currently answering (for COPY, which has no RowDescription). */
+  #inflightStatements(): SqlStatement[] {
+    return (this.#inflight[0] ?? this.#open).statements;
+  }
+}
+
+function int32(n: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeInt32BE(n);
+  return b;
+}

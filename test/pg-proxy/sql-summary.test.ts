@@ -1,0 +1,157 @@
+/**
+ * The statement summariser against the bypass cases: what each statement reads, writes and
+ * calls must be reported (more, never less), and what cannot be described is refused.
+ */
+import assert from 'node:assert/strict';
+import { before, describe, it } from 'node:test';
+import type { SqlStatement } from '../../pdp-server/src/contract.js';
+import { loadSqlParser, newSessionObjects, summarize, type SessionObjects } from '../../shims/pg-proxy/src/sql-summary.js';
+
+before(() => loadSqlParser());
+
+function ok(sql: string, session: SessionObjects = newSessionObjects()): SqlStatement[] {
+  const r = summarize(sql, session);
+  assert.ok(r.ok, `expected ${sql} to be summarised: ${r.ok ? '' : r.reason}`);
+  r.apply(session);
+  return r.statements;
+}
+function refused(sql: string, session: SessionObjects = newSessionObjects()): string {
+  const r = summarize(sql, session);
+  assert.equal(r.ok, false, `expected ${sql} to be refused`);
+  return r.ok ? '' : r.reason;
+}
+const all = (ss: SqlStatement[], k: 'relations' | 'columns' | 'functions' | 'writes' | 'effects') => new Set(ss.flatMap((s) => s[k] ?? []));
+const commands = (ss: SqlStatement[]) => ss.map((s) => s.command);
+
+describe('sql summary: statements and lexical tricks', () => {
+  it('reports every statement of a multi-statement query', () => {
+    const ss = ok('select 1; delete from orders; insert into customers(id) values (3)');
+    assert.deepEqual(commands(ss), ['select', 'delete', 'insert']);
+    assert.ok(all(ss, 'writes').has('public.orders') && all(ss, 'writes').has('public.customers'));
+  });
+  it('sees through comments, nested comments, dollar quoting and E strings', () => {
+    const ss = ok("/* x /* nested */ still comment */ select $q$ ; delete from t $q$, E'\\' ; drop table x --', ssn -- tail\n from customers");
+    assert.deepEqual(commands(ss), ['select']);
+    assert.ok(all(ss, 'columns').has('public.customers.ssn'));
+  });
+  it('keeps quoted identifiers case-sensitive and folds unquoted ones', () => {
+    assert.ok(all(ok('select "SSN" from "Customers"'), 'relations').has('public.Customers'));
+    assert.ok(all(ok('select SSN from CUSTOMERS'), 'columns').has('public.customers.ssn'));
+  });
+  it('qualifies relations with the pinned search_path and reports pg_* names in both schemas', () => {
+    assert.deepEqual(ok('select * from orders')[0]?.relations, ['public.orders']);
+    assert.deepEqual(ok('select * from other.orders')[0]?.relations, ['other.orders']);
+    const pg = ok('select * from pg_authid')[0]?.relations ?? [];
+    assert.ok(pg.includes('pg_catalog.pg_authid') && pg.includes('public.pg_authid'));
+  });
+  it('refuses changes to the pinned search_path, role and settings functions', () => {
+    refused('set search_path = evil, public');
+    refused('SET LOCAL search_path TO evil');
+    refused('set role postgres');
+    refused('set session authorization postgres');
+    refused('reset all');
+    refused('discard all');
+    refused("select set_config('search_path', 'evil', false)");
+    refused("select pg_catalog.set_config('search_path', 'evil', false)");
+  });
+  it('refuses what does not parse', () => {
+    refused('select from where');
+    refused('select 1; selec 2');
+  });
+});
+
+describe('sql summary: hidden effects', () => {
+  it('reports data-modifying CTEs as writes and as their own statements', () => {
+    const ss = ok('with gone as (delete from orders returning *) select * from gone');
+    assert.ok(all(ss, 'effects').has('data_modifying_cte'));
+    assert.ok(commands(ss).includes('delete'));
+    assert.ok(all(ss, 'writes').has('public.orders'));
+  });
+  it('keeps CTE scoping exact: a later CTE name in a non-recursive WITH is still a table', () => {
+    const ss = ok('with a as (select * from customers), customers as (select 1) select * from a');
+    assert.ok(all(ss, 'relations').has('public.customers'));
+    const shadow = ok('select * from (with customers as (select 1) select * from customers) x, customers');
+    assert.ok(all(shadow, 'relations').has('public.customers'));
+  });
+  it('reports SELECT INTO and CREATE TABLE AS as table creation', () => {
+    const into = ok('select ssn into stolen from customers');
+    assert.ok(commands(into).includes('create_table'));
+    assert.ok(all(into, 'writes').has('public.stolen'));
+    assert.ok(all(into, 'columns').has('public.customers.ssn'));
+    const ctas = ok('create table stolen as select ssn from customers');
+    assert.ok(all(ctas, 'writes').has('public.stolen') && all(ctas, 'columns').has('public.customers.ssn'));
+  });
+  it('unwraps EXPLAIN ANALYZE into the statement it runs', () => {
+    const ss = ok('explain (analyze, buffers) delete from orders');
+    assert.equal(ss[0]?.command, 'delete');
+    assert.ok(all(ss, 'effects').has('explain_analyze'));
+    assert.ok(all(ok('explain select ssn from customers'), 'columns').has('public.customers.ssn'));
+  });
+  it('remembers PREPARE text per session for EXECUTE, and refuses unknown names', () => {
+    const s = newSessionObjects();
+    ok('prepare p(int) as delete from orders where id = $1', s);
+    const ex = ok('execute p(1)', s);
+    assert.equal(ex[0]?.command, 'delete');
+    assert.ok(all(ex, 'writes').has('public.orders'));
+    refused('execute q', s);
+    ok('deallocate p', s);
+    refused('execute p(1)', s);
+    // PREPARE and EXECUTE in one query
+    assert.equal(ok('prepare z as select ssn from customers; execute z')[1]?.command, 'select');
+  });
+  it('remembers cursors for FETCH', () => {
+    const s = newSessionObjects();
+    ok('declare c cursor for select ssn from customers', s);
+    assert.ok(all(ok('fetch 10 from c', s), 'columns').has('public.customers.ssn'));
+    refused('fetch 1 from other', s);
+  });
+  it('reports side-effect functions wherever they are called, qualified or not', () => {
+    const f = all(ok("select 1 from orders where pg_catalog.pg_read_file('/etc/passwd') is not null order by lo_import('/x')"), 'functions');
+    assert.ok(f.has('pg_read_file') && f.has('pg_catalog.pg_read_file') && f.has('lo_import'));
+    assert.ok(all(ok("select * from dblink('x', 'select 1') as t(a int)"), 'functions').has('dblink'));
+  });
+  it('reports COPY program, file, direction and options', () => {
+    assert.ok(all(ok("copy customers to program 'id'"), 'effects').has('copy_program'));
+    assert.ok(all(ok("copy customers from '/tmp/x'"), 'effects').has('copy_file'));
+    const csv = ok('copy (select ssn from customers) to stdout with (format csv)');
+    assert.ok(all(csv, 'effects').has('copy_options') && all(csv, 'effects').has('copy_query'));
+    assert.ok(all(ok('copy customers from stdin'), 'writes').has('public.customers'));
+  });
+  it('names dangerous commands', () => {
+    assert.equal(ok('do $$ begin perform 1; end $$')[0]?.command, 'do');
+    assert.equal(ok('create function f() returns int language sql as $$ select 1 $$')[0]?.command, 'create_function');
+    assert.equal(ok("alter system set work_mem = '1GB'")[0]?.command, 'alter_system');
+  });
+});
+
+describe('sql summary: reaching columns indirectly', () => {
+  const reads = (sql: string, col: string) => assert.ok(all(ok(sql), 'columns').has(col), `${sql} should report ${col}`);
+  it('through aliases, expressions, casts and aggregates', () => {
+    reads('select c.ssn as harmless from customers c', 'public.customers.ssn');
+    reads("select 'x' || ssn::text from customers", 'public.customers.ssn');
+    reads('select cast(ssn as int) from customers', 'public.customers.ssn');
+    reads('select string_agg(ssn, ",") from customers', 'public.customers.ssn');
+  });
+  it('through row_to_json, t.*, whole-row references and star', () => {
+    reads('select row_to_json(c) from customers c', 'public.customers.*');
+    reads('select c.* from customers c', 'public.customers.*');
+    reads('select c from customers c', 'public.customers.*');
+    reads('select * from orders join customers on true', 'public.customers.*');
+  });
+  it('through UNION, subqueries, CTEs and RETURNING', () => {
+    reads('select name from orders union select ssn from customers', 'public.customers.ssn');
+    reads('select (select ssn from customers limit 1)', 'public.customers.ssn');
+    reads('select * from (select ssn from customers) s', 'public.customers.ssn');
+    reads('with x as (select ssn from customers) select * from x', 'public.customers.ssn');
+    reads('update customers set name = ssn returning name', 'public.customers.ssn');
+    reads('select o.id from orders o where exists (select 1 from customers c where c.ssn like o.note)', 'public.customers.ssn');
+  });
+  it('fingerprints the query shape, not its constants', () => {
+    const a = summarize('select * from orders where id = 1', newSessionObjects());
+    const b = summarize('select  *  from orders where id = 2', newSessionObjects());
+    const c = summarize('select * from customers where id = 1', newSessionObjects());
+    assert.ok(a.ok && b.ok && c.ok);
+    assert.equal(a.fingerprint, b.fingerprint);
+    assert.notEqual(a.fingerprint, c.fingerprint);
+  });
+});
