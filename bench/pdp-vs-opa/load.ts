@@ -1,13 +1,26 @@
 /**
- * One load phase against one server, driven by autocannon's programmatic API.
+ * Load phases against one server.
  *
- * autocannon's own latency histogram has 1 ms resolution, too coarse for sub-millisecond
- * decisions, so every 2xx response time (a float in ms, measured by autocannon from write
- * to last byte) is also recorded here and the percentiles are computed from the raw values.
- * Every answer is also checked to be an allow: a fast error-deny must not pass as throughput.
+ * Peak phases are closed-loop, driven by autocannon's programmatic API: N connections, each
+ * sends its next request as soon as the previous answer arrives. autocannon's own latency
+ * histogram has 1 ms resolution, too coarse for sub-millisecond decisions, so every 2xx
+ * response time (a float in ms, measured by autocannon from write to last byte) is also
+ * recorded here and the percentiles are computed from the raw values.
+ *
+ * Fixed-rate phases are open-loop (runPaced): autocannon's `overallRate` gives each
+ * connection a per-second quota that it spends as fast as it can at the start of every
+ * second, so "half of peak" would really be bursts at full peak followed by idle time.
+ * runPaced instead starts requests on an even schedule and measures each latency from the
+ * moment the request was due, not from when it was sent, so a stalled server (or a stalled
+ * load generator) shows up in the percentiles instead of silently lowering the rate.
+ *
+ * Every answer is checked to be an allow: a fast error-deny must not pass as throughput.
  */
 import type { EventEmitter } from 'node:events';
 import { createRequire } from 'node:module';
+import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Pool } from 'undici';
 
 /** The part of autocannon's API used here (the package ships no types). */
 interface AutocannonResult {
@@ -28,7 +41,6 @@ interface AutocannonOptions {
   connections: number;
   duration: number;
   pipelining: number;
-  overallRate?: number;
   requests: AutocannonRequest[];
   verifyBody: (body: string) => boolean;
 }
@@ -50,8 +62,6 @@ export interface LoadSpec {
   body: () => string;
   connections: number;
   durationS: number;
-  /** Requests per second across all connections; omitted = as fast as the server answers. */
-  rate?: number | undefined;
   /** True when the response body is the expected answer. */
   verify: (body: string) => boolean;
 }
@@ -66,6 +76,8 @@ export interface PhaseResult {
   non2xx: number;
   mismatches: number;
   durationS: number;
+  /** Server CPU time (user + system, all threads) per answer, in µs; set by the caller. */
+  cpuUsPerDecision?: number | undefined;
 }
 
 export async function runLoad(spec: LoadSpec): Promise<PhaseResult> {
@@ -86,7 +98,6 @@ export async function runLoad(spec: LoadSpec): Promise<PhaseResult> {
       },
     ],
     verifyBody: spec.verify,
-    ...(spec.rate !== undefined ? { overallRate: spec.rate } : {}),
   };
   const result = await new Promise<AutocannonResult>((resolve, reject) => {
     const instance = autocannon(opts, (err, res) => (err ? reject(err) : resolve(res)));
@@ -114,4 +125,67 @@ export function percentile(sorted: Float64Array, p: number): number {
   if (sorted.length === 0) return Number.NaN;
   const rank = Math.ceil((p / 100) * sorted.length);
   return sorted[Math.min(sorted.length - 1, Math.max(0, rank - 1))] ?? Number.NaN;
+}
+
+export interface PacedSpec extends Omit<LoadSpec, 'durationS'> {
+  /** Requests per second, started on an even schedule. */
+  rate: number;
+  durationS: number;
+}
+
+export async function runPaced(spec: PacedSpec): Promise<PhaseResult> {
+  const total = Math.max(1, Math.round(spec.rate * spec.durationS));
+  const samples = new Float64Array(Math.min(total, MAX_SAMPLES));
+  const pool = new Pool(spec.url, { connections: spec.connections, pipelining: 1, headersTimeout: 10_000, bodyTimeout: 10_000 });
+  const headers = { 'content-type': 'application/json', ...spec.headers };
+  const gapMs = 1000 / spec.rate;
+  let n = 0;
+  let errors = 0;
+  let non2xx = 0;
+  let mismatches = 0;
+  const inflight = new Set<Promise<void>>();
+
+  const fire = (dueAt: number) => {
+    const p = pool
+      .request({ method: 'POST', path: spec.path, headers, body: spec.body() })
+      .then(async (res) => {
+        const text = await res.body.text();
+        const ms = performance.now() - dueAt;
+        if (res.statusCode < 200 || res.statusCode >= 300) non2xx++;
+        else {
+          if (!spec.verify(text)) mismatches++;
+          if (n < samples.length) samples[n++] = ms;
+        }
+      })
+      .catch(() => {
+        errors++;
+      })
+      .finally(() => inflight.delete(p));
+    inflight.add(p);
+  };
+
+  const start = performance.now();
+  let sent = 0;
+  while (sent < total) {
+    // Start every request that is due by now; timers fire ~1 ms apart, so a few may be due at once.
+    const due = Math.min(total, Math.floor((performance.now() - start) / gapMs) + 1);
+    for (; sent < due; sent++) fire(start + sent * gapMs);
+    const wait = start + sent * gapMs - performance.now();
+    if (wait > 0) await sleep(wait);
+  }
+  // Bounded: a request with no answer in 10 s fails (headersTimeout/bodyTimeout) and counts as an error.
+  await Promise.all(inflight);
+  const durationS = (performance.now() - start) / 1000;
+  await pool.close();
+  const sorted = samples.subarray(0, n).sort();
+  return {
+    rps: n / durationS,
+    p50Ms: percentile(sorted, 50),
+    p99Ms: percentile(sorted, 99),
+    count: n,
+    errors,
+    non2xx,
+    mismatches,
+    durationS,
+  };
 }

@@ -17,6 +17,9 @@ import dataApiRoutes from './routes/data-api.js';
 import healthRoutes from './routes/health.js';
 import tokenRoutes from './routes/tokens.js';
 import checkRoutes from './routes/check.js';
+import approvalRoutes from './routes/approvals.js';
+import decisionRoutes from './routes/decisions.js';
+import revocationRoutes from './routes/revocations.js';
 
 export interface BuildOptions {
   logger?: FastifyServerOptions['logger'];
@@ -31,6 +34,8 @@ export async function buildApp(config: Readonly<Config>, opts: BuildOptions = {}
     ajv: { customOptions: { allErrors: false, coerceTypes: false, removeAdditional: false } },
     return503OnClosing: true,
     forceCloseConnections: true,
+    // Embedded PGlite takes seconds to initialise a new data folder on a small machine.
+    pluginTimeout: 120_000,
   });
 
   await app.register(errorsPlugin);
@@ -57,12 +62,23 @@ export async function buildApp(config: Readonly<Config>, opts: BuildOptions = {}
     onUpload: (revision, bundle) => app.cluster.publishPolicy(revision, bundle),
     initialBundle: await app.cluster.latestPolicy(),
   });
+  // A bundle uploaded on another replica: load it here too (the cache keys carry the
+  // revision, so nothing is answered from the old revision's entries after the swap).
+  app.cluster.onPolicy((revision, bundle) => {
+    if (app.engine.active?.revision === revision) return;
+    app.engine.loadBundle(bundle, 'upload').catch((err: unknown) => {
+      app.log.error({ err, revision }, 'announced policy bundle failed to load; keeping the running policy');
+    });
+  });
 
   await app.register(healthRoutes);
   await app.register(tokenRoutes);
   await app.register(decideRoutes);
   await app.register(dataApiRoutes);
   await app.register(checkRoutes);
+  await app.register(revocationRoutes, { revocations: app.revocations });
+  await app.register(decisionRoutes, { db: app.db });
+  await app.register(approvalRoutes, { approvals: app.approvals });
 
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   return app;

@@ -1,37 +1,12 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomUUID } from 'node:crypto';
 import { readdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { createDecisionLog, type DecisionLogEntry } from '../../pdp-server/src/audit/decision-log.js';
+import { createDecisionLog } from '../../pdp-server/src/audit/decision-log.js';
 import { openPostgres, type Db } from '../../pdp-server/src/store/db.js';
 import { DecisionPartitions, partitionName } from '../../pdp-server/src/store/decision-partitions.js';
+import { entry } from './sample-entry.js';
 import { BACKENDS, openTestDb, silentLog, tempDir, testConfig, type TestDb } from './test-backends.js';
-
-export function entry(over: Partial<DecisionLogEntry> = {}): DecisionLogEntry {
-  return {
-    decision_id: randomUUID(),
-    time: new Date().toISOString(),
-    subject: 'agent-1',
-    issuer: 'scopegate',
-    jti: randomUUID(),
-    chain: 'support-bot',
-    step: 'lookup',
-    session_id: 'sess-1',
-    shim: 'pg-proxy',
-    resource_kind: 'sql',
-    resource_name: 'orders-db',
-    request_summary: { sql: { statements: [{ command: 'select', relations: ['public.orders'] }] } },
-    effect: 'allow',
-    reasons: ['scope sql:orders-db:select:public.orders'],
-    code: null,
-    policy_revision: 'rev-1',
-    latency_us: 120,
-    cache_hit: false,
-    approval_id: null,
-    ...over,
-  };
-}
 
 async function count(db: Db): Promise<number> {
   const r = await db.query<{ n: string | number }>('SELECT count(*) AS n FROM decision_log');

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { createRedisClusterBus, type ClusterBus } from '../../pdp-server/src/cluster/cluster-bus.js';
 import { createRevocationService, type RevocationService } from '../../pdp-server/src/revocation/revocation-service.js';
-import { migrate, openPglite, openPostgres, type Db } from '../../pdp-server/src/store/db.js';
+import { migrate, openPostgres, type Db } from '../../pdp-server/src/store/db.js';
 import type { SubjectClaims } from '../../pdp-server/src/contract.js';
 import {
   PrivateRedis,
@@ -193,26 +193,5 @@ describe('revocation service: Redis goes away and comes back', () => {
     await b.svc.revokeToken(t2.jti!, { by: 'admin' });
     await eventually('a gets it over the bus', () => a.svc.isRevoked(t2), 3000);
     assert.equal(a.svc.isRevoked(t1), true);
-  });
-});
-
-describe('revocation service: embedded (PGlite, no Redis)', () => {
-  it('revokes locally and keeps it in the store', async () => {
-    const db = await openPglite(undefined);
-    try {
-      await migrate(db);
-      const svc = await createRevocationService(db, config, silentLog);
-      const token = claims({});
-      await svc.revokeToken(token.jti!, { by: 'admin', exp: token.exp! });
-      assert.equal(svc.isRevoked(token), true);
-      await svc.close();
-      // A restart (new service on the same store) still knows it.
-      const again = await createRevocationService(db, config, silentLog);
-      assert.equal(again.isRevoked(token), true);
-      assert.equal((await again.list())[0]?.jti, token.jti);
-      await again.close();
-    } finally {
-      await db.close();
-    }
   });
 });

@@ -7,7 +7,9 @@ import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { randomBytes } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
+import pg from 'pg';
 import { buildApp } from '../../pdp-server/src/app.js';
 import { loadConfig, REPO_ROOT, type Config } from '../../pdp-server/src/config.js';
 
@@ -32,10 +34,48 @@ export interface StartPdpOptions {
   env?: Record<string, string>;
   /** Listen on a port (default) or only build the app for `inject`. */
   listen?: boolean;
+  /**
+   * Use the embedded PGlite store instead of a throwaway database on the test Postgres.
+   * (PGlite takes seconds to start, so tests use Postgres unless they test the embedded path.)
+   */
+  embedded?: boolean;
+}
+
+export const TEST_DATABASE_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+
+/** A fresh database on the test Postgres, so each PDP has its own log, revocations and bundles. */
+export async function createTestDatabase(): Promise<{ url: string; drop(): Promise<void> }> {
+  const name = `sg_pdp_${Date.now().toString(36)}_${randomBytes(4).toString('hex')}`;
+  const admin = new pg.Client({ connectionString: TEST_DATABASE_URL });
+  try {
+    await admin.connect();
+  } catch (err) {
+    throw new Error(`the test Postgres at ${TEST_DATABASE_URL} is required: ${(err as Error).message}`);
+  }
+  try {
+    await admin.query(`CREATE DATABASE ${name}`);
+  } finally {
+    await admin.end();
+  }
+  const url = new URL(TEST_DATABASE_URL);
+  url.pathname = `/${name}`;
+  return {
+    url: url.toString(),
+    async drop() {
+      const c = new pg.Client({ connectionString: TEST_DATABASE_URL });
+      await c.connect();
+      try {
+        await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      } finally {
+        await c.end();
+      }
+    },
+  };
 }
 
 export async function startPdp(opts: StartPdpOptions = {}): Promise<RunningPdp> {
   const dataDir = await mkdtemp(path.join(os.tmpdir(), 'scopegate-test-'));
+  const database = opts.embedded || opts.env?.DATABASE_URL ? undefined : await createTestDatabase();
   const env: Record<string, string> = {
     SCOPEGATE_DATA_DIR: dataDir,
     SCOPEGATE_PORT: '0',
@@ -43,6 +83,7 @@ export async function startPdp(opts: StartPdpOptions = {}): Promise<RunningPdp> 
     SCOPEGATE_LOG_LEVEL: 'silent',
     // Reuse the bundle built by `npm test`'s pretest when it exists; compiling per test costs a second.
     ...(existsSync(BUILT_BUNDLE) ? { SCOPEGATE_POLICY_BUNDLE: BUILT_BUNDLE } : {}),
+    ...(database ? { DATABASE_URL: database.url } : {}),
     ...opts.env,
   };
   const config = loadConfig(env);
@@ -70,6 +111,7 @@ export async function startPdp(opts: StartPdpOptions = {}): Promise<RunningPdp> 
     },
     async close() {
       await app.close();
+      await database?.drop();
       await rm(dataDir, { recursive: true, force: true });
     },
   };

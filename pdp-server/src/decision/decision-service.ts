@@ -50,6 +50,7 @@ export interface ApprovalResolver {
     mode?: 'once' | 'window';
     window_s?: number;
     decision_id: string;
+    context?: { session_id?: string; chain?: string; step?: string };
   }): Promise<{ effect: 'allow' | 'approval_required'; approval: { id: string; expires_at: string; status: string } }>;
 }
 export interface DecisionLogSink {
@@ -177,7 +178,11 @@ export class DecisionService {
    * caller has already set from a verified token. Logged like any decision: the effect is
    * allow only for `true`, `{allow: true}` or `{effect: "allow"}` results.
    */
-  evaluateEntrypoint(entrypoint: string, input: Record<string, unknown>): { result?: unknown; decision_id: string } {
+  evaluateEntrypoint(
+    entrypoint: string,
+    input: Record<string, unknown>,
+    subPath: readonly string[] = [],
+  ): { result?: unknown; decision_id: string } {
     const started = process.hrtime.bigint();
     const decision_id = randomUUID();
     let value: unknown;
@@ -185,6 +190,9 @@ export class DecisionService {
     let code: ErrorCode | undefined;
     try {
       ({ value, revision } = this.deps.engine.evaluateRaw(input, entrypoint));
+      for (const key of subPath) {
+        value = value !== null && typeof value === 'object' && !Array.isArray(value) ? (value as Record<string, unknown>)[key] : undefined;
+      }
     } catch (err) {
       code = isScopegateError(err) ? err.code : 'policy_evaluation_failed';
       this.deps.onError?.(err, code);
@@ -205,7 +213,7 @@ export class DecisionService {
       session_id: null,
       shim: 'data-api',
       resource_kind: 'data',
-      resource_name: entrypoint,
+      resource_name: [entrypoint, ...subPath].join('/'),
       request_summary: {},
       effect,
       reasons: code ? [code] : [],
@@ -269,6 +277,11 @@ export class DecisionService {
       ...(spec.mode === 'once' || spec.mode === 'window' ? { mode: spec.mode } : {}),
       ...(typeof spec.window_s === 'number' ? { window_s: spec.window_s } : {}),
       decision_id,
+      context: {
+        ...(req.context?.session_id ? { session_id: req.context.session_id } : {}),
+        ...(req.context?.chain ?? claims.chain ? { chain: (req.context?.chain ?? claims.chain)! } : {}),
+        ...(req.context?.step ?? claims.step ? { step: (req.context?.step ?? claims.step)! } : {}),
+      },
     });
     const obligations = { ...(result.obligations ?? {}), approval: out.approval };
     if (out.effect === 'allow') {

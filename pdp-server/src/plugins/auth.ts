@@ -1,17 +1,17 @@
 /**
- * Role checks for the management and decision API. `app.requireRole('admin', ...)` returns a
- * preHandler; it answers 401 `unauthenticated` without a known credential and 403
+ * Role checks for the management and decision API. `app.requireRole('admin', ...)` returns an onRequest hook (so the body of an unauthenticated call is never parsed);
+ * it answers 401 `unauthenticated` without a known credential and 403
  * `forbidden` for a credential of another role, and sets `request.principal`.
  */
 import fp from 'fastify-plugin';
-import type { FastifyInstance, FastifyReply, FastifyRequest, preHandlerAsyncHookHandler } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest, onRequestAsyncHookHandler } from 'fastify';
 import { presentedKey, type Credentials, type Principal, type Role } from '../auth/credentials.js';
 import { ScopegateError } from '../errors.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
     credentials: Credentials;
-    requireRole(...roles: Role[]): preHandlerAsyncHookHandler;
+    requireRole(...roles: Role[]): onRequestAsyncHookHandler;
   }
   interface FastifyRequest {
     principal: Principal | undefined;

@@ -117,7 +117,7 @@ export default fp(
     app.put(
       '/v1/policies',
       {
-        preHandler: app.requireRole('admin'),
+        onRequest: app.requireRole('admin'),
         bodyLimit: 64 * 1024 * 1024,
         schema: {
           tags: ['policy'],
@@ -138,7 +138,7 @@ export default fp(
     app.get(
       '/v1/policies',
       {
-        preHandler: app.requireRole('admin', 'auditor'),
+        onRequest: app.requireRole('admin', 'auditor'),
         schema: {
           tags: ['policy'],
           summary: 'The active policy bundle',

@@ -7,8 +7,9 @@ import { loadPolicy, type LoadedPolicy } from '@open-policy-agent/opa-wasm';
 import { EFFECTS, type Effect, type PolicyResult } from '../contract.js';
 import { ScopegateError } from '../errors.js';
 import { readBundle, type PolicyBundle } from './bundle.js';
+import { DECISION_ENTRYPOINT } from './opa-cli.js';
 
-export const DECISION_ENTRYPOINT = 'scopegate/main/decision';
+export { DECISION_ENTRYPOINT };
 
 export interface ActivePolicy {
   readonly revision: string;

@@ -58,7 +58,7 @@ export default async function approvalRoutes(app: FastifyInstance, opts: { appro
   app.get<{ Querystring: Static<typeof ListQuery> }>(
     '/v1/approvals',
     {
-      preHandler: app.requireRole('auditor', 'admin', 'approver'),
+      onRequest: app.requireRole('auditor', 'admin', 'approver'),
       schema: { tags: ['approvals'], querystring: ListQuery, response: { 200: Type.Object({ items: Type.Array(ApprovalSchema) }), ...errors } },
     },
     async (request) => {
@@ -72,7 +72,7 @@ export default async function approvalRoutes(app: FastifyInstance, opts: { appro
   app.get<{ Params: Static<typeof IdParams>; Querystring: Static<typeof WaitQuery> }>(
     '/v1/approvals/:id',
     {
-      preHandler: app.requireRole('shim', 'admin', 'approver'),
+      onRequest: app.requireRole('shim', 'admin', 'approver'),
       schema: { tags: ['approvals'], params: IdParams, querystring: WaitQuery, response: { 200: ApprovalSchema, ...errors } },
     },
     async (request) => {
@@ -87,7 +87,7 @@ export default async function approvalRoutes(app: FastifyInstance, opts: { appro
     app.post<{ Params: Static<typeof IdParams>; Body: Static<typeof DecideBody> }>(
       `/v1/approvals/:id/${verdict}`,
       {
-        preHandler: app.requireRole('approver'),
+        onRequest: app.requireRole('approver'),
         schema: { tags: ['approvals'], params: IdParams, body: DecideBody, response: { 200: ApprovalSchema, ...errors } },
       },
       async (request) => {

@@ -73,7 +73,7 @@ export default async function checkRoutes(app: FastifyInstance) {
   };
 
   const opts = {
-    preHandler: app.requireRole('shim', 'admin'),
+    onRequest: app.requireRole('shim', 'admin'),
     schema: { tags: ['adapters'], summary: 'nginx auth_request / Envoy ext_authz (HTTP) check', hide: false },
   };
   app.route({ method: [...METHODS], url: '/v1/check/http', ...opts, handler });

@@ -16,7 +16,7 @@ import type { FastifyInstance } from 'fastify';
 import { DecideRequest, ErrorBody, type SubjectClaims } from '../contract.js';
 import { ScopegateError } from '../errors.js';
 import { assertWithinLimits } from '../decision/input-limits.js';
-import { DECISION_ENTRYPOINT } from '../policy/policy-engine.js';
+import { DECISION_ENTRYPOINT, PACKAGE_ENTRYPOINT } from '../policy/opa-cli.js';
 
 const checkDecideRequest = TypeCompiler.Compile(DecideRequest);
 
@@ -40,8 +40,16 @@ export default async function dataApiRoutes(app: FastifyInstance) {
     }
     const active = app.policy.active;
     if (!active) throw new ScopegateError('policy_not_loaded');
-    if (!active.entrypoints.includes(entrypoint)) return { decision_id: randomUUID() };
-    return app.decisions.evaluateEntrypoint(entrypoint, await withVerifiedSubject(app, input));
+    if (active.entrypoints.includes(entrypoint)) {
+      return app.decisions.evaluateEntrypoint(entrypoint, await withVerifiedSubject(app, input));
+    }
+    // A rule inside the package (e.g. scopegate/main/allow): evaluate the package document
+    // and walk the rest of the path, as OPA would resolve the reference.
+    const rest = entrypoint.startsWith(`${PACKAGE_ENTRYPOINT}/`) ? entrypoint.slice(PACKAGE_ENTRYPOINT.length + 1).split('/') : undefined;
+    if (rest && active.entrypoints.includes(PACKAGE_ENTRYPOINT)) {
+      return app.decisions.evaluateEntrypoint(PACKAGE_ENTRYPOINT, await withVerifiedSubject(app, input), rest);
+    }
+    return { decision_id: randomUUID() };
   };
 
   const schema = {
@@ -51,12 +59,12 @@ export default async function dataApiRoutes(app: FastifyInstance) {
   };
   app.post<{ Params: { '*': string }; Body: { input?: unknown } }>(
     '/v1/data/*',
-    { preHandler: app.requireRole('shim', 'admin'), schema: { ...schema, summary: 'OPA Data API: evaluate a policy path', body: DataRequest } },
+    { onRequest: app.requireRole('shim', 'admin'), schema: { ...schema, summary: 'OPA Data API: evaluate a policy path', body: DataRequest } },
     async (request) => handler(request.params['*'], request.body?.input),
   );
   app.get<{ Params: { '*': string } }>(
     '/v1/data/*',
-    { preHandler: app.requireRole('shim', 'admin'), schema: { ...schema, summary: 'OPA Data API: evaluate a policy path without input' } },
+    { onRequest: app.requireRole('shim', 'admin'), schema: { ...schema, summary: 'OPA Data API: evaluate a policy path without input' } },
     async (request) => handler(request.params['*'], undefined),
   );
 }

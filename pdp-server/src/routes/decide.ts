@@ -21,7 +21,7 @@ export default async function decideRoutes(app: FastifyInstance) {
   app.post<{ Body: DecideRequestT }>(
     '/v1/decide',
     {
-      preHandler: app.requireRole('shim', 'admin'),
+      onRequest: app.requireRole('shim', 'admin'),
       schema: {
         tags: ['decisions'],
         summary: 'Decide one request',
@@ -38,7 +38,7 @@ export default async function decideRoutes(app: FastifyInstance) {
   app.post<{ Body: DecideBatchRequestT }>(
     '/v1/decide/batch',
     {
-      preHandler: app.requireRole('shim', 'admin'),
+      onRequest: app.requireRole('shim', 'admin'),
       schema: {
         tags: ['decisions'],
         summary: 'Decide several requests; answers come back in the same order',

@@ -8,7 +8,7 @@
  * docs/revocation-and-cache.md).
  */
 import { Type, type Static } from '@sinclair/typebox';
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { ErrorBody } from '../contract.js';
 import type { RevocationService } from '../revocation/revocation-service.js';
 
@@ -44,16 +44,22 @@ const RevokeSubjectBody = Type.Object(
 );
 const RevocationList = Type.Object({ revocations: Type.Array(RevocationSchema) }, { additionalProperties: false });
 
+/** The body is optional: a bare POST means "no reason, no known expiry". */
+async function bodyDefaultsToEmpty(request: FastifyRequest): Promise<void> {
+  if (request.body === undefined || request.body === null) request.body = {};
+}
+
 const errors = { 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 500: ErrorBody, 503: ErrorBody };
 
 export default async function revocationRoutes(app: FastifyInstance, opts: { revocations: RevocationService }) {
   const { revocations } = opts;
   const by = (principal: { name: string } | undefined) => principal?.name ?? 'admin';
 
-  app.post<{ Params: Static<typeof RevokeTokenParams>; Body: Static<typeof RevokeTokenBody> | undefined }>(
+  app.post<{ Params: Static<typeof RevokeTokenParams>; Body: Static<typeof RevokeTokenBody> }>(
     '/v1/tokens/:jti/revoke',
     {
-      preHandler: app.requireRole('admin'),
+      preValidation: bodyDefaultsToEmpty,
+      onRequest: app.requireRole('admin'),
       schema: {
         tags: ['revocations'],
         summary: 'Revoke one token (by jti) on every replica',
@@ -63,7 +69,7 @@ export default async function revocationRoutes(app: FastifyInstance, opts: { rev
       },
     },
     async (request, reply) => {
-      const body = request.body ?? {};
+      const body = request.body;
       const r = await revocations.revokeToken(request.params.jti, {
         by: by(request.principal),
         ...(body.reason !== undefined ? { reason: body.reason } : {}),
@@ -74,10 +80,11 @@ export default async function revocationRoutes(app: FastifyInstance, opts: { rev
     },
   );
 
-  app.post<{ Params: Static<typeof RevokeSubjectParams>; Body: Static<typeof RevokeSubjectBody> | undefined }>(
+  app.post<{ Params: Static<typeof RevokeSubjectParams>; Body: Static<typeof RevokeSubjectBody> }>(
     '/v1/subjects/:sub/revoke',
     {
-      preHandler: app.requireRole('admin'),
+      preValidation: bodyDefaultsToEmpty,
+      onRequest: app.requireRole('admin'),
       schema: {
         tags: ['revocations'],
         summary: 'Revoke every token of a subject issued before now, on every replica',
@@ -87,7 +94,7 @@ export default async function revocationRoutes(app: FastifyInstance, opts: { rev
       },
     },
     async (request, reply) => {
-      const body = request.body ?? {};
+      const body = request.body;
       const r = await revocations.revokeSubject(request.params.sub, {
         by: by(request.principal),
         ...(body.reason !== undefined ? { reason: body.reason } : {}),
@@ -100,7 +107,7 @@ export default async function revocationRoutes(app: FastifyInstance, opts: { rev
   app.get(
     '/v1/revocations',
     {
-      preHandler: app.requireRole('admin'),
+      onRequest: app.requireRole('admin'),
       schema: {
         tags: ['revocations'],
         summary: 'Unexpired revocations, newest first',

@@ -12,7 +12,7 @@ export default async function tokenRoutes(app: FastifyInstance) {
   app.post<{ Body: MintTokenRequestT }>(
     '/v1/tokens',
     {
-      preHandler: app.requireRole('admin'),
+      onRequest: app.requireRole('admin'),
       schema: {
         tags: ['tokens'],
         summary: 'Mint a scoped, short-lived token',

@@ -224,20 +224,22 @@ export function createHttpProxy(options: HttpProxyOptions): FastifyInstance {
     const extra: Record<string, string> = { decision_id: decision.decision_id, ...(approval ? { approval_id: approval.id } : {}) };
     if (!approval || approvalWaitS <= 0) return { error: 'approval_required', extra };
     const deadline = Date.now() + approvalWaitS * 1000;
-    // Bounded: each long-poll lasts at least a second unless the PDP answers early.
+    // Bounded: each round lasts at least a second (long-poll, or a pause when it returns early).
     for (let i = 0; i < approvalWaitS + 1; i++) {
       const left = Math.ceil((deadline - Date.now()) / 1000);
       if (left <= 0) break;
+      const started = Date.now();
       const status = await decider.waitApproval(approval.id, left);
       if (status === 'denied') return { error: 'approval_denied', extra };
       if (status === 'expired') return { error: 'approval_required', extra };
-      if (status === 'approved') {
-        // The approval is bound to this exact request; deciding again yields the allow (and its obligations).
-        const again = await decider.decide(decideRequest);
-        if (again.effect === 'allow') return { decision: again };
-        if (again.effect === 'deny') return { decision: again };
-        return { error: 'approval_required', extra: { ...extra, decision_id: again.decision_id } };
-      }
+      // The approval is bound to this exact request; deciding again yields the allow (and its
+      // obligations) once granted. Also asked after 'pending', which is what the client
+      // reports when the long-poll itself failed — the decision stays the PDP's.
+      const again = await decider.decide(decideRequest);
+      if (again.effect !== 'approval_required') return { decision: again };
+      if (status === 'approved') return { error: 'approval_required', extra: { ...extra, decision_id: again.decision_id } };
+      const elapsed = Date.now() - started;
+      if (elapsed < 1000) await new Promise((r) => setTimeout(r, Math.min(1000 - elapsed, Math.max(0, deadline - Date.now()))));
     }
     return { error: 'approval_required', extra };
   }
@@ -320,7 +322,8 @@ export function createHttpProxy(options: HttpProxyOptions): FastifyInstance {
       } catch {
         return sendError(reply, 'response_unmaskable');
       }
-      payload = JSON.stringify(route.kind === 'llm' ? maskChatCompletion(parsed, mask) : maskJson(parsed, mask));
+      // Chat-completion shapes get their tool arguments parsed; anything else is plain JSON masking.
+      payload = JSON.stringify(maskChatCompletion(parsed, mask));
     } else if (!contentType || /^text\/|^application\/(?:xml|x-www-form-urlencoded|javascript)\b/i.test(contentType)) {
       payload = maskText(text, mask);
     } else {

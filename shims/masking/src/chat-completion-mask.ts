@@ -19,22 +19,27 @@ export function maskToolArguments(args: string, mask: CompiledMask): string {
   }
 }
 
-function maskToolCalls(calls: unknown, mask: CompiledMask): void {
-  if (!Array.isArray(calls)) return;
-  for (const tc of calls) {
-    if (isObj(tc) && isObj(tc.function) && typeof tc.function.arguments === 'string') {
-      tc.function.arguments = maskToolArguments(tc.function.arguments, mask);
-    }
-  }
-}
-
 /** A non-streamed `chat.completion` (or any JSON): tool arguments parsed and masked, then the rest. */
 export function maskChatCompletion(body: unknown, mask: CompiledMask): unknown {
   if (mask.empty) return body;
   const masked = maskJson(body, mask);
-  if (isObj(masked) && Array.isArray(masked.choices)) {
-    for (const choice of masked.choices) if (isObj(choice) && isObj(choice.message)) maskToolCalls(choice.message.tool_calls, mask);
-  }
+  if (!isObj(masked) || !Array.isArray(masked.choices) || !isObj(body) || !Array.isArray(body.choices)) return masked;
+  // Arguments are masked from the original string: the text pass above already rewrote
+  // detector hits inside it, which would hide field names from the target rules.
+  const originalChoices: unknown[] = body.choices;
+  masked.choices.forEach((choice, i) => {
+    const original = originalChoices[i];
+    if (!isObj(choice) || !isObj(choice.message) || !isObj(original) || !isObj(original.message)) return;
+    const calls = choice.message.tool_calls;
+    const originals = original.message.tool_calls;
+    if (!Array.isArray(calls) || !Array.isArray(originals)) return;
+    calls.forEach((tc, k) => {
+      const src = originals[k] as unknown;
+      if (isObj(tc) && isObj(tc.function) && isObj(src) && isObj(src.function) && typeof src.function.arguments === 'string') {
+        tc.function.arguments = maskToolArguments(src.function.arguments, mask);
+      }
+    });
+  });
   return masked;
 }
 
@@ -48,6 +53,18 @@ export function maskChatRequest(body: Json, mask: CompiledMask): Json {
   const picked: Json = {};
   for (const key of ['messages', 'input', 'prompt'] as const) if (key in body) picked[key] = body[key];
   const masked = maskJson(picked, mask) as Json;
-  if (Array.isArray(masked.messages)) for (const msg of masked.messages) if (isObj(msg)) maskToolCalls(msg.tool_calls, mask);
+  // Tool arguments are re-masked from the original strings so field rules see real field names.
+  if (Array.isArray(masked.messages) && Array.isArray(body.messages)) {
+    masked.messages.forEach((msg, i) => {
+      const src = (body.messages as unknown[])[i];
+      if (!isObj(msg) || !isObj(src) || !Array.isArray(msg.tool_calls) || !Array.isArray(src.tool_calls)) return;
+      msg.tool_calls.forEach((tc, k) => {
+        const orig = (src.tool_calls as unknown[])[k];
+        if (isObj(tc) && isObj(tc.function) && isObj(orig) && isObj(orig.function) && typeof orig.function.arguments === 'string') {
+          tc.function.arguments = maskToolArguments(orig.function.arguments, mask);
+        }
+      });
+    });
+  }
   return { ...body, ...masked };
 }

@@ -164,7 +164,7 @@ export function maskNoticeFields(fields: NoticeFields, plan: MaskPlan): NoticeFi
  * One row of COPY text format (§ COPY "Text Format": tab-separated, backslash escapes,
  * `\N` null, newline-terminated). Masked fields become `\N` or an escaped placeholder.
  */
-export function maskCopyTextRow(row: Buffer, methods: ReadonlyArray<MaskMethod | undefined>, plan: MaskPlan, everyColumn: MaskMethod | undefined): Buffer {
+export function maskCopyTextRow(row: Buffer, methods: ReadonlyArray<MaskMethod | undefined>, plan: MaskPlan, everyColumn: MaskMethod | undefined, labels: readonly string[] = []): Buffer {
   let s = row.toString('utf8');
   const nl = s.endsWith('\n') ? '\n' : '';
   if (nl) s = s.slice(0, -1);
@@ -173,7 +173,7 @@ export function maskCopyTextRow(row: Buffer, methods: ReadonlyArray<MaskMethod |
     const method = everyColumn ?? methods[i];
     if (method === undefined) return plan.text ? maskText(p, plan.text) : p;
     if (p === '\\N' || method === 'null') return '\\N';
-    return maskValue(p, method, `column${i + 1}`, plan.text?.hashKey ?? HASH_KEY).replace(/\\/g, '\\\\').replace(/\t/g, '\\t').replace(/\n/g, '\\n');
+    return maskValue(p, method, labels[i] ?? `column${i + 1}`, plan.text?.hashKey ?? HASH_KEY).replace(/\\/g, '\\\\').replace(/\t/g, '\\t').replace(/\n/g, '\\n');
   });
   return Buffer.from(out.join('\t') + nl, 'utf8');
 }

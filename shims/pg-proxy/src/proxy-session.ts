@@ -41,12 +41,14 @@ import {
   cancelRequest,
   decodeBind,
   decodeCString,
+  decodeDataRow,
   decodeNotice,
   decodeParse,
   decodeRowDescription,
   decodeStartup,
   decodeTarget,
   encodeBind,
+  encodeDataRow,
   encodeNotice,
   encodeParse,
   encodeQuery,
@@ -137,8 +139,11 @@ export class ProxySession {
   #fields: FieldDescription[] = [];
   #actions: FieldAction[] = [];
   #rowPlan: MaskPlan = NO_MASK;
+  /** A RowDescription has been seen for the rows now arriving. */
+  #described = false;
   #copyMethods: Array<MaskMethod | undefined> | undefined;
   #copyEvery: MaskMethod | undefined;
+  #copyLabels: string[] = [];
 
   constructor(
     socket: net.Socket,
@@ -500,11 +505,19 @@ export class ProxySession {
     switch (f.type) {
       case BACKEND.rowDescription: {
         this.#fields = decodeRowDescription(f.body);
+        this.#described = true;
         this.#rowPlan = this.#currentPlan;
         this.#actions = isEmptyPlan(this.#rowPlan) ? [] : await fieldActions(this.#fields, this.#rowPlan, this.cfg.catalog);
         return f.raw;
       }
       case BACKEND.dataRow: {
+        if (!this.#described) {
+          // Rows without a RowDescription (the client skipped Describe): origins are unknown,
+          // so under any mask plan every value is withheld (NULL is valid for every type).
+          const plan = this.#currentPlan;
+          if (isEmptyPlan(plan)) return f.raw;
+          return encodeDataRow(decodeDataRow(f.body).map(() => null));
+        }
         if (!this.#actions.some((a) => a !== undefined)) return f.raw;
         return maskDataRow(f.body, this.#actions, this.#fields, this.#rowPlan) ?? f.raw;
       }
@@ -529,7 +542,7 @@ export class ProxySession {
         return this.#onCopyOut(f);
       case BACKEND.copyData: {
         if (this.#copyMethods === undefined && this.#copyEvery === undefined) return f.raw;
-        const row = maskCopyTextRow(f.body, this.#copyMethods ?? [], this.#rowPlan, this.#copyEvery);
+        const row = maskCopyTextRow(f.body, this.#copyMethods ?? [], this.#rowPlan, this.#copyEvery, this.#copyLabels);
         return Buffer.concat([Buffer.from([BACKEND.copyData.charCodeAt(0)]), int32(row.length + 4), row]);
       }
       case BACKEND.copyDone:
@@ -538,10 +551,12 @@ export class ProxySession {
         return f.raw;
       case BACKEND.commandComplete:
         this.#actions = [];
+        this.#described = false;
         return f.raw;
       case BACKEND.readyForQuery:
         this.#inflight.shift();
         this.#actions = [];
+        this.#described = false;
         this.#copyMethods = undefined;
         this.#copyEvery = undefined;
         if (this.#inflight.length === 0) this.#denials.clear();
@@ -578,7 +593,8 @@ export class ProxySession {
     const star = copyStmt?.columns.find((c) => c.endsWith('.*'));
     if (star) cols = (await this.cfg.catalog.copyColumns(star.slice(0, -2)).catch(() => undefined)) ?? [];
     if (cols.length === 0) this.#copyEvery = strictest;
-    else this.#copyMethods = cols.map((c) => plan.columns.get(c) ?? plan.columns.get(`*.*.${c.slice(c.lastIndexOf('.') + 1)}`));
+    this.#copyLabels = cols.map((c) => c.slice(c.lastIndexOf('.') + 1));
+    if (cols.length > 0) this.#copyMethods = cols.map((c) => plan.columns.get(c) ?? plan.columns.get(`*.*.${c.slice(c.lastIndexOf('.') + 1)}`));
     return f.raw;
   }
 

@@ -1,0 +1,57 @@
+/**
+ * The comparison table and the issue's targets, printed as Markdown so the same text reads
+ * in a terminal and pastes into docs/benchmarks.md.
+ */
+import type { PhaseResult } from './load.js';
+
+export interface Row {
+  phase: string;
+  scopegate: PhaseResult;
+  opa: PhaseResult;
+}
+
+export interface TargetCheck {
+  name: string;
+  measured: string;
+  target: string;
+  met: boolean;
+}
+
+const num = (v: number) => (Number.isFinite(v) ? Math.round(v).toLocaleString('en-US') : 'n/a');
+const ms = (v: number) => (Number.isFinite(v) ? v.toFixed(2) : 'n/a');
+export const ratio = (a: number, b: number) => (b > 0 && Number.isFinite(a) ? a / b : Number.NaN);
+export const times = (r: number) => (Number.isFinite(r) ? `${r.toFixed(2)}×` : 'n/a');
+
+export function resultsTable(rows: Row[]): string {
+  const out = [
+    '| phase | scopegate req/s | p50 ms | p99 ms | CPU µs/dec | OPA req/s | p50 ms | p99 ms | CPU µs/dec | req/s scopegate/OPA | CPU per decision OPA/scopegate |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+  ];
+  for (const r of rows) {
+    const s = r.scopegate;
+    const o = r.opa;
+    const cpuRatio = ratio(o.cpuUsPerDecision ?? Number.NaN, s.cpuUsPerDecision ?? Number.NaN);
+    out.push(
+      `| ${r.phase} | ${num(s.rps)} | ${ms(s.p50Ms)} | ${ms(s.p99Ms)} | ${num(s.cpuUsPerDecision ?? Number.NaN)} ` +
+        `| ${num(o.rps)} | ${ms(o.p50Ms)} | ${ms(o.p99Ms)} | ${num(o.cpuUsPerDecision ?? Number.NaN)} ` +
+        `| ${times(ratio(s.rps, o.rps))} | ${times(cpuRatio)} |`,
+    );
+  }
+  return out.join('\n');
+}
+
+export function targetsTable(checks: TargetCheck[]): string {
+  const out = ['| target | measured | goal | status |', '|---|---:|---:|---|'];
+  for (const c of checks) out.push(`| ${c.name} | ${c.measured} | ${c.target} | ${c.met ? 'met' : '**not met**'} |`);
+  return out.join('\n');
+}
+
+/** Problems that make a phase's figures unreliable: errors, non-2xx, answers that were not allows. */
+export function phaseProblems(label: string, r: PhaseResult): string[] {
+  const p: string[] = [];
+  if (r.count === 0) p.push(`${label}: no successful answers`);
+  if (r.errors > 0) p.push(`${label}: ${r.errors} connection errors/timeouts`);
+  if (r.non2xx > 0) p.push(`${label}: ${r.non2xx} non-2xx answers`);
+  if (r.mismatches > 0) p.push(`${label}: ${r.mismatches} answers were not "allow"`);
+  return p;
+}

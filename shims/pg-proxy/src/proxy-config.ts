@@ -1,0 +1,100 @@
+/**
+ * pg-proxy process configuration: a YAML/JSON file (`--config` or SCOPEGATE_PG_PROXY_CONFIG)
+ * overlaid with environment variables, validated once into a frozen object. Every problem is
+ * reported at once and the process refuses to start.
+ */
+import { readFileSync } from 'node:fs';
+import { parse as parseYaml } from 'yaml';
+
+export interface PgProxyConfig {
+  listen: { host: string; port: number };
+  upstream: { host: string; port: number; database: string; user: string; password?: string | undefined };
+  resource: string;
+  pdp: { url: string; key: string; timeoutMs: number };
+  tls?: { certFile: string; keyFile: string } | undefined;
+  allowPlaintextNonLoopback: boolean;
+  maxMessageBytes: number;
+  startupTimeoutMs: number;
+}
+
+type Raw = Record<string, unknown>;
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`invalid pg-proxy configuration:\n  - ${problems.join('\n  - ')}`);
+  }
+}
+
+function pick(obj: Raw, path: string): unknown {
+  let cur: unknown = obj;
+  for (const k of path.split('.')) cur = cur && typeof cur === 'object' ? (cur as Raw)[k] : undefined;
+  return cur;
+}
+
+export function loadPgProxyConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Readonly<PgProxyConfig> {
+  const problems: string[] = [];
+  const flag = argv.indexOf('--config');
+  const file = (flag >= 0 ? argv[flag + 1] : undefined) ?? env.SCOPEGATE_PG_PROXY_CONFIG;
+  let raw: Raw = {};
+  if (file) {
+    try {
+      const text = readFileSync(file, 'utf8');
+      raw = (file.endsWith('.json') ? JSON.parse(text) : parseYaml(text)) as Raw;
+    } catch (err) {
+      problems.push(`config file ${file}: ${(err as Error).message}`);
+    }
+  }
+  const str = (envName: string, path: string, def?: string): string | undefined => {
+    const v = env[envName] ?? pick(raw, path);
+    if (v === undefined || v === null || v === '') return def;
+    return String(v);
+  };
+  const int = (envName: string, path: string, def: number): number => {
+    const v = str(envName, path);
+    if (v === undefined) return def;
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 0) problems.push(`${envName} / ${path} must be a non-negative integer`);
+    return n;
+  };
+  const required = (envName: string, path: string): string => {
+    const v = str(envName, path);
+    if (v === undefined) problems.push(`${envName} / ${path} is required`);
+    return v ?? '';
+  };
+  let password = str('SCOPEGATE_PG_UPSTREAM_PASSWORD', 'upstream.password');
+  const passwordFile = str('SCOPEGATE_PG_UPSTREAM_PASSWORD_FILE', 'upstream.passwordFile');
+  if (password === undefined && passwordFile) {
+    try {
+      password = readFileSync(passwordFile, 'utf8').trim();
+    } catch {
+      problems.push(`cannot read the upstream password file ${passwordFile}`);
+    }
+  }
+  const certFile = str('SCOPEGATE_PG_TLS_CERT', 'tls.cert');
+  const keyFile = str('SCOPEGATE_PG_TLS_KEY', 'tls.key');
+  if ((certFile === undefined) !== (keyFile === undefined)) problems.push('tls.cert and tls.key must be set together');
+  const allowPlain = str('SCOPEGATE_PG_ALLOW_PLAINTEXT_NON_LOOPBACK', 'allowPlaintextNonLoopback', 'false');
+  if (allowPlain !== 'true' && allowPlain !== 'false') problems.push('allowPlaintextNonLoopback must be true or false');
+  const config: PgProxyConfig = {
+    listen: { host: str('SCOPEGATE_PG_LISTEN_HOST', 'listen.host', '127.0.0.1') as string, port: int('SCOPEGATE_PG_LISTEN_PORT', 'listen.port', 6432) },
+    upstream: {
+      host: str('SCOPEGATE_PG_UPSTREAM_HOST', 'upstream.host', '127.0.0.1') as string,
+      port: int('SCOPEGATE_PG_UPSTREAM_PORT', 'upstream.port', 5432),
+      database: required('SCOPEGATE_PG_UPSTREAM_DATABASE', 'upstream.database'),
+      user: required('SCOPEGATE_PG_UPSTREAM_USER', 'upstream.user'),
+      password,
+    },
+    resource: required('SCOPEGATE_PG_RESOURCE', 'resource'),
+    pdp: {
+      url: required('SCOPEGATE_PDP_URL', 'pdp.url'),
+      key: required('SCOPEGATE_SHIM_KEY', 'pdp.key'),
+      timeoutMs: int('SCOPEGATE_PDP_TIMEOUT_MS', 'pdp.timeoutMs', 2000),
+    },
+    tls: certFile && keyFile ? { certFile, keyFile } : undefined,
+    allowPlaintextNonLoopback: allowPlain === 'true',
+    maxMessageBytes: int('SCOPEGATE_PG_MAX_MESSAGE_BYTES', 'maxMessageBytes', 64 * 1024 * 1024),
+    startupTimeoutMs: int('SCOPEGATE_PG_STARTUP_TIMEOUT_MS', 'startupTimeoutMs', 10_000),
+  };
+  if (problems.length) throw new ConfigError(problems);
+  return Object.freeze(config);
+}
