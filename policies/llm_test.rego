@@ -52,7 +52,7 @@ test_external_provider_requests_masking if {
 }
 
 test_external_secret_denied if {
-	decide("openai", ["llm:openai:chat:*"], say("use sk-abcdefghijklmnopqrstuv")).reasons == ["sensitive_prompt api_secret"]
+	decide("openai", ["llm:openai:chat:*"], say("use sk-abcdefghijklmnopqrstuv")).reasons == ["sensitive_prompt secret"]
 }
 
 test_resource_override_to_deny if {
@@ -69,4 +69,42 @@ test_max_tokens_ceiling if {
 	decide("openai", ["llm:openai:chat:*"], object.union(say("hi"), {"max_tokens": 4097})).reasons == ["max_tokens_exceeded"]
 	decide("openai", ["llm:openai:chat:*"], object.union(say("hi"), {"estimated_tokens": 5000})).reasons == ["max_tokens_exceeded"]
 	decide("openai", ["llm:openai:chat:*"], object.union(say("hi"), {"max_tokens": 4096})).effect == "allow"
+}
+
+# Detector names double as the shim's detector names in `mask_request` obligations, so they
+# must be ones the masking library knows (shims/masking DETECTOR_NAMES); an unknown name
+# makes the shim mask with every detector.
+shim_detectors := {"email", "phone", "credit_card", "us_ssn", "iban", "ip_address", "secret"}
+
+test_detector_names_are_shim_detector_names if {
+	cfg := data.scopegate_config.llm
+	every d, _ in cfg.detectors {
+		d in shim_detectors
+	}
+	every d, _ in cfg.external_defaults {
+		d in shim_detectors
+	}
+	every _, r in cfg.resources {
+		every d, _ in object.get(r, "sensitive", {}) {
+			d in shim_detectors
+		}
+	}
+}
+
+test_secret_detector_covers_common_key_shapes if {
+	every text in [
+		"my key is AKIAABCDEFGHIJKLMNOP",
+		"token ghp_abcdefghijklmnopqrstuvwxyz0123456789AB",
+		"slack xoxb-1234567890-abcdefghij",
+		"-----BEGIN RSA PRIVATE KEY-----",
+		"use sk-proj-abcdefghijklmnop1234",
+	] {
+		decide("openai", ["llm:openai:chat:*"], say(text)).reasons == ["sensitive_prompt secret"]
+	}
+}
+
+test_secret_set_to_mask_is_requested_by_its_shim_name if {
+	d := decide("openai", ["llm:openai:chat:*"], say("key AKIAABCDEFGHIJKLMNOP")) with data.scopegate_config.llm.resources.openai.sensitive as {"secret": "mask"}
+	d.effect == "allow"
+	{"detector": "secret", "method": "redact"} in d.obligations.mask_request
 }

@@ -18,7 +18,7 @@
  */
 import type { EventEmitter } from 'node:events';
 import { createRequire } from 'node:module';
-import { performance } from 'node:perf_hooks';
+import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Pool } from 'undici';
 
@@ -76,14 +76,31 @@ export interface PhaseResult {
   non2xx: number;
   mismatches: number;
   durationS: number;
+  /** Requests still unanswered when a fixed-rate phase was cut off (the server fell behind). */
+  unanswered: number;
+  /** p99 of this process's event-loop delay: how late the load generator itself ran. */
+  generatorLagP99Ms: number;
   /** Server CPU time (user + system, all threads) per answer, in µs; set by the caller. */
   cpuUsPerDecision?: number | undefined;
+  /** Share of the phase during which some task on the machine waited for a CPU; set by the caller. */
+  cpuStallShare?: number | undefined;
+}
+
+/** Event-loop delay of the load generator, sampled every millisecond while a phase runs. */
+function lagMonitor(): () => number {
+  const h = monitorEventLoopDelay({ resolution: 1 });
+  h.enable();
+  return () => {
+    h.disable();
+    return h.percentile(99) / 1e6;
+  };
 }
 
 export async function runLoad(spec: LoadSpec): Promise<PhaseResult> {
   const samples = new Float64Array(MAX_SAMPLES);
   let n = 0;
   let ok = 0;
+  const lag = lagMonitor();
   const opts: AutocannonOptions = {
     url: spec.url,
     connections: spec.connections,
@@ -107,6 +124,7 @@ export async function runLoad(spec: LoadSpec): Promise<PhaseResult> {
       if (n < MAX_SAMPLES) samples[n++] = ms;
     });
   });
+  const generatorLagP99Ms = lag();
   const sorted = samples.subarray(0, n).sort();
   return {
     rps: ok / result.duration,
@@ -117,6 +135,8 @@ export async function runLoad(spec: LoadSpec): Promise<PhaseResult> {
     non2xx: result.non2xx,
     mismatches: result.mismatches,
     durationS: result.duration,
+    unanswered: 0,
+    generatorLagP99Ms,
   };
 }
 
@@ -127,23 +147,26 @@ export function percentile(sorted: Float64Array, p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.max(0, rank - 1))] ?? Number.NaN;
 }
 
-export interface PacedSpec extends Omit<LoadSpec, 'durationS'> {
+export interface PacedSpec extends LoadSpec {
   /** Requests per second, started on an even schedule. */
   rate: number;
-  durationS: number;
+  /** After the last request is due, how long answers are still awaited before the phase is cut off. */
+  graceS: number;
 }
 
 export async function runPaced(spec: PacedSpec): Promise<PhaseResult> {
   const total = Math.max(1, Math.round(spec.rate * spec.durationS));
   const samples = new Float64Array(Math.min(total, MAX_SAMPLES));
-  const pool = new Pool(spec.url, { connections: spec.connections, pipelining: 1, headersTimeout: 10_000, bodyTimeout: 10_000 });
+  const pool = new Pool(spec.url, { connections: spec.connections, pipelining: 1 });
   const headers = { 'content-type': 'application/json', ...spec.headers };
   const gapMs = 1000 / spec.rate;
   let n = 0;
   let errors = 0;
   let non2xx = 0;
   let mismatches = 0;
+  let cutOff = false;
   const inflight = new Set<Promise<void>>();
+  const lag = lagMonitor();
 
   const fire = (dueAt: number) => {
     const p = pool
@@ -158,7 +181,7 @@ export async function runPaced(spec: PacedSpec): Promise<PhaseResult> {
         }
       })
       .catch(() => {
-        errors++;
+        if (!cutOff) errors++;
       })
       .finally(() => inflight.delete(p));
     inflight.add(p);
@@ -173,10 +196,21 @@ export async function runPaced(spec: PacedSpec): Promise<PhaseResult> {
     const wait = start + sent * gapMs - performance.now();
     if (wait > 0) await sleep(wait);
   }
-  // Bounded: a request with no answer in 10 s fails (headersTimeout/bodyTimeout) and counts as an error.
-  await Promise.all(inflight);
+  // A server that cannot keep up would leave a queue that takes far longer than the phase
+  // to drain: wait a bounded grace time, then cut the rest off and report it as unanswered.
+  const stopGrace = new AbortController();
+  const grace = sleep(spec.graceS * 1000, undefined, { signal: stopGrace.signal }).then(
+    () => 'cut' as const,
+    () => 'done' as const,
+  );
+  const drained = Promise.all(inflight).then(() => 'done' as const);
+  const outcome = await Promise.race([drained, grace]);
+  stopGrace.abort();
+  const unanswered = outcome === 'cut' ? inflight.size : 0;
   const durationS = (performance.now() - start) / 1000;
-  await pool.close();
+  cutOff = true;
+  await pool.destroy();
+  const generatorLagP99Ms = lag();
   const sorted = samples.subarray(0, n).sort();
   return {
     rps: n / durationS,
@@ -187,5 +221,7 @@ export async function runPaced(spec: PacedSpec): Promise<PhaseResult> {
     non2xx,
     mismatches,
     durationS,
+    unanswered,
+    generatorLagP99Ms,
   };
 }

@@ -10,7 +10,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { readdir, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -28,27 +28,6 @@ export interface RunningServer {
 export interface RunningScopegate extends RunningServer {
   adminKey: string;
   shimKey: string;
-}
-
-/** Clock ticks per second of /proc's CPU counters (USER_HZ: 100 on every mainstream Linux build). */
-const USER_HZ = 100;
-
-/**
- * CPU time (user + system, all threads) a process has used so far, from /proc/<pid>/stat;
- * undefined where there is no /proc. Divided by the answers of a phase it gives CPU per
- * decision, a figure that contention on a shared machine disturbs far less than req/s.
- */
-export async function cpuSeconds(pid: number): Promise<number | undefined> {
-  try {
-    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    const utime = Number(fields[11]);
-    const stime = Number(fields[12]);
-    return Number.isFinite(utime) && Number.isFinite(stime) ? (utime + stime) / USER_HZ : undefined;
-  } catch {
-    return undefined;
-  }
 }
 
 /** A free loopback port (the OS picks it; the tiny race with another process is acceptable here). */

@@ -42,27 +42,23 @@ export function frame(target: Target, body: DecideRequest): string {
   return target === 'opa' ? JSON.stringify({ input: body }) : JSON.stringify(body);
 }
 
+/** Mints one token for the bench subject with BENCH_SCOPES. */
+export type Mint = () => Promise<string>;
+
 /**
- * Tokens minted through the PDP's own admin API, handed out at most once per server.
- * Each server has its own cursor, so both see the same token sequence; a server whose
- * cursor runs past the end wraps around and the reuse is counted (and reported), not hidden.
+ * Tokens handed out at most once per server. Each server has its own cursor, so both see
+ * the same token sequence; a server whose cursor runs past the end wraps around and the
+ * reuse is counted (and reported), not hidden.
  */
 export class TokenPool {
   private readonly tokens: string[] = [];
   private readonly cursors = new Map<Target, number>();
   private readonly reused = new Map<Target, number>();
 
-  constructor(
-    private readonly pdpUrl: string,
-    private readonly adminKey: string,
-  ) {}
+  constructor(private readonly mint: Mint) {}
 
   get size(): number {
     return this.tokens.length;
-  }
-
-  remaining(target: Target): number {
-    return Math.max(0, this.tokens.length - (this.cursors.get(target) ?? 0));
   }
 
   reuseCount(target: Target): number {
@@ -79,31 +75,36 @@ export class TokenPool {
   }
 
   /** Mint until `target` has at least `count` unused tokens; returns how many were minted. */
-  async ensure(target: Target, count: number, concurrency = 16): Promise<number> {
+  async ensure(target: Target, count: number, concurrency = 8): Promise<number> {
     const want = (this.cursors.get(target) ?? 0) + count - this.tokens.length;
     if (want <= 0) return 0;
     let left = want;
     const worker = async () => {
       while (left > 0) {
         left--;
-        this.tokens.push(await this.mintOne());
+        this.tokens.push(await this.mint());
       }
     };
     await Promise.all(Array.from({ length: concurrency }, worker));
     return want;
   }
+}
 
-  async mintOne(): Promise<string> {
-    const res = await fetch(`${this.pdpUrl}/v1/tokens`, {
+/** Mints through the PDP's admin API, exactly as a client would. */
+export function apiMint(pdpUrl: string, adminKey: string): Mint {
+  return async () => {
+    const res = await fetch(`${pdpUrl}/v1/tokens`, {
       method: 'POST',
-      headers: { authorization: `Bearer ${this.adminKey}`, 'content-type': 'application/json' },
+      headers: { authorization: `Bearer ${adminKey}`, 'content-type': 'application/json' },
       // Long enough for the whole run; the PDP caps TTLs at SCOPEGATE_TOKEN_MAX_TTL_S (1 h).
-      body: JSON.stringify({ sub: 'bench-agent', scopes: BENCH_SCOPES, ttl_s: 1800 }),
+      body: JSON.stringify({ sub: 'bench-agent', scopes: BENCH_SCOPES, ttl_s: BENCH_TOKEN_TTL_S }),
     });
     if (res.status !== 201) throw new Error(`mint failed: ${res.status} ${await res.text()}`);
     return ((await res.json()) as { token: string }).token;
-  }
+  };
 }
+
+export const BENCH_TOKEN_TTL_S = 1800;
 
 /** Unique relation names: `public.bench_<n>` for n = 0, 1, 2, … (per server). */
 export class RelationSequence {

@@ -31,7 +31,8 @@ export async function buildApp(config: Readonly<Config>, opts: BuildOptions = {}
     bodyLimit: LIMITS.bodyBytes,
     // The decision log is the audit trail; per-request access logs would only duplicate it.
     disableRequestLogging: true,
-    ajv: { customOptions: { allErrors: false, coerceTypes: false, removeAdditional: false } },
+    // Fastify's default coercion (query strings arrive as text: ?wait=30, ?limit=50).
+    ajv: { customOptions: { allErrors: false, coerceTypes: 'array', removeAdditional: false } },
     return503OnClosing: true,
     forceCloseConnections: true,
     // Embedded PGlite takes seconds to initialise a new data folder on a small machine.

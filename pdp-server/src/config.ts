@@ -33,6 +33,8 @@ export interface Config {
     shim: string | undefined;
     auditor: string | undefined;
     approver: string | undefined;
+    /** Personal approver keys (`SCOPEGATE_APPROVERS=alice:key,bob:key`): approvals record the name. */
+    approvers: readonly { name: string; key: string }[];
   };
   redisUrl: string | undefined;
   databaseUrl: string | undefined;
@@ -169,6 +171,17 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Confi
       shim: key('SCOPEGATE_SHIM_KEY'),
       auditor: key('SCOPEGATE_AUDITOR_KEY'),
       approver: key('SCOPEGATE_APPROVER_KEY'),
+      approvers: (str('SCOPEGATE_APPROVERS') ?? '')
+        .split(',')
+        .filter(Boolean)
+        .map((entry) => {
+          const i = entry.indexOf(':');
+          const name = entry.slice(0, i).trim();
+          const k = entry.slice(i + 1).trim();
+          if (i <= 0 || !/^[\w.@-]{1,128}$/.test(name)) problems.push(`SCOPEGATE_APPROVERS: "${name}" is not a valid name (name:key,…)`);
+          if (k.length < 16) problems.push(`SCOPEGATE_APPROVERS: the key of ${name} must be at least 16 characters`);
+          return { name, key: k };
+        }),
     },
     redisUrl: url('REDIS_URL', ['redis:', 'rediss:']),
     databaseUrl: url('DATABASE_URL', ['postgres:', 'postgresql:']),

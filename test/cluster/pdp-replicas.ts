@@ -81,7 +81,7 @@ export class PdpReplica {
         } catch {
           return;
         }
-        if (logs.length < 10_000) logs.push(rec);
+        if (logs.length < 200_000) logs.push(rec);
         if (rec.msg === 'listening' && typeof rec.url === 'string') {
           clearTimeout(timer);
           resolve(rec.url);

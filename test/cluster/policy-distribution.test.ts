@@ -26,6 +26,8 @@ const config = testConfig({});
 interface Replica {
   dist: PolicyDistribution;
   bus: ClusterBus;
+  /** What latest() returned at start (the app loads it before it listens for announcements). */
+  initial: string | undefined;
   got: Array<{ revision: string; bundle: Buffer }>;
   close(): Promise<void>;
 }
@@ -33,11 +35,14 @@ interface Replica {
 async function startReplica(db: Db, redisUrl: string, cluster: string, name: string): Promise<Replica> {
   const bus = createRedisClusterBus({ redisUrl, cluster, instanceId: name, log: silentLog });
   const dist = await createPolicyDistribution(db, config, silentLog, bus);
+  // The app's order: load latest(), then listen.
+  const initial = (await dist.latest())?.revision;
   const got: Replica['got'] = [];
   dist.onBundle((revision, bundle) => got.push({ revision, bundle }));
   return {
     dist,
     bus,
+    initial,
     got,
     async close() {
       await dist.close();
@@ -82,14 +87,27 @@ describe('policy distribution', () => {
   it('a replica starting later gets the newest from latest() and is not handed it again', async () => {
     const c = await startReplica(db, SHARED_REDIS_URL, cluster, 'c');
     try {
-      const latest = await c.dist.latest();
-      assert.equal(latest?.revision, 'rev-1');
+      assert.equal(c.initial, 'rev-1');
       await eventually('c subscribed', () => c.bus.connected);
       await a.dist.publish('rev-2', randomBytes(100));
       await eventually('c receives rev-2', () => last(c) === 'rev-2', 3000);
       assert.deepEqual(c.got.map((g) => g.revision), ['rev-2']);
     } finally {
       await c.close();
+    }
+  });
+
+  it('a bundle published while a replica loads latest() is handed over once it listens', async () => {
+    const late = await createPolicyDistribution(db, config, silentLog);
+    try {
+      assert.equal((await late.latest())?.revision, 'rev-2');
+      // …the engine is busy loading rev-2 when another replica publishes:
+      await a.dist.publish('rev-3', randomBytes(100));
+      const got: string[] = [];
+      late.onBundle((revision) => got.push(revision));
+      await eventually('late replica catches up', () => got.at(-1) === 'rev-3', 3000);
+    } finally {
+      await late.close();
     }
   });
 

@@ -36,7 +36,6 @@ describe('Redis stopped under load and started again', () => {
     const good = await a.mint('research-bot', [WEB_SEARCH_SCOPE]);
     const doomed = await a.mint('research-bot', [WEB_SEARCH_SCOPE]);
     const later = await a.mint('research-bot', [WEB_SEARCH_SCOPE]);
-    const revokedWhileDown = { value: false };
 
     // Load: 4 workers deciding on both replicas until told to stop (bounded by the test timeout).
     const wrong: string[] = [];
@@ -66,7 +65,6 @@ describe('Redis stopped under load and started again', () => {
 
       // Revoked while Redis is away: b must learn it from the store (≤ ~1 s), cached allow or not.
       assert.equal((await a.request('POST', `/v1/tokens/${doomed.jti}/revoke`, KEYS.admin)).status, 201);
-      revokedWhileDown.value = true;
       for (const r of replicas) {
         await eventually(`${r.name} denies the revoked token`, async () => (await r.decideToolCall(doomed.token)).code === 'token_revoked', 3000);
       }
@@ -87,6 +85,5 @@ describe('Redis stopped under load and started again', () => {
       await load;
     }
     assert.deepEqual(wrong, [], 'every answer for the untouched token was a correct allow');
-    assert.ok(revokedWhileDown.value);
   });
 });

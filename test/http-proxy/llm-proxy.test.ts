@@ -36,7 +36,7 @@ before(async () => {
   });
   const listening = await proxy.listen({ host: '127.0.0.1', port: 0 });
   baseURL = `${listening}/openai/v1`;
-  const token = await pdp.mint('agent-llm', ['llm:openai:chat:gpt-4o-*', 'llm:openai:embeddings:text-embedding-*']);
+  const token = await pdp.mint('agent-llm', ['llm:openai:chat:gpt-4o-*', 'llm:openai:embeddings:text-embedding-*', 'tool:get_weather:call']);
   client = new OpenAI({ apiKey: token, baseURL, maxRetries: 0 });
 });
 

@@ -20,7 +20,8 @@ describe('approvals through /v1/decide', () => {
   let pdp: RunningPdp;
   let token: string;
   before(async () => {
-    pdp = await startPdp({ listen: false });
+    // A personal approver key named like the requesting subject: must never approve its own request.
+    pdp = await startPdp({ listen: false, env: { SCOPEGATE_APPROVERS: 'payroll-bot:payroll-bot-approver-key-1,alice:alice-approver-key-0001' } });
     token = await pdp.mint('payroll-bot', ['sql:orders-db:update:public.payroll'], { chain: 'hr', step: 'raise' });
   });
   after(() => pdp.close());
@@ -52,8 +53,18 @@ describe('approvals through /v1/decide', () => {
       const r = await pdp.app.inject({ method: 'POST', url: `/v1/approvals/${id}/approve`, headers: as(key), payload: {} });
       assert.equal(r.statusCode, 403);
     }
-    const ok = await pdp.app.inject({ method: 'POST', url: `/v1/approvals/${id}/approve`, headers: as(pdp.approverKey), payload: {} });
+    const self = await pdp.app.inject({
+      method: 'POST',
+      url: `/v1/approvals/${id}/approve`,
+      headers: as('payroll-bot-approver-key-1'),
+      payload: {},
+    });
+    assert.equal(self.statusCode, 403);
+    assert.equal(self.json().code, 'approval_self_decision');
+    const ok = await pdp.app.inject({ method: 'POST', url: `/v1/approvals/${id}/approve`, headers: as('alice-approver-key-0001'), payload: {} });
     assert.equal(ok.statusCode, 200, ok.body);
+    const decided = await pdp.app.inject({ method: 'GET', url: `/v1/approvals/${id}`, headers: as(pdp.approverKey) });
+    assert.match(decided.body, /alice/);
 
     // A different statement is not covered by the approval.
     assert.equal((await decide(update('stmt-b'))).effect, 'approval_required');

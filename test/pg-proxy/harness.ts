@@ -25,20 +25,30 @@ export const FIXTURE_SQL = `
     (2, 'Bob', '987-65-4321', 'bob@example.com', '+1 555 0101', '5500000000000004', 41);
   CREATE TABLE public.orders (id int PRIMARY KEY, customer_id int, total numeric, note text);
   INSERT INTO public.orders VALUES (10, 1, 9.5, 'first'), (11, 2, 20, 'second');
+  CREATE TABLE public.payroll (id int PRIMARY KEY, name text, salary numeric, iban text);
+  INSERT INTO public.payroll VALUES (1, 'Ada', 100000, 'DE89370400440532013000');
 `;
 
 export interface Harness {
   db: string;
   pdp: RunningPdp;
+  pdpClient: PdpClient;
   proxy: PgProxy;
   port: number;
   events: Array<Record<string, unknown>>;
-  token(scopes: string[]): Promise<string>;
+  token(scopes: string[], extra?: { ttl_s?: number }): Promise<string>;
   client(token: string, extra?: Partial<pg.ClientConfig>): Promise<pg.Client>;
+  /** Another proxy on the same database and PDP with different options (closed by `close`). */
+  startProxy(opts: Partial<PgProxyOptions>, host?: string): Promise<{ port: number; client(token: string, extra?: Partial<pg.ClientConfig>): Promise<pg.Client> }>;
   close(): Promise<void>;
 }
 
-export async function startHarness(opts: Partial<PgProxyOptions> = {}): Promise<Harness> {
+export interface HarnessOptions {
+  /** Extra PDP environment (e.g. SCOPEGATE_CLOCK_SKEW_S). */
+  pdpEnv?: Record<string, string>;
+}
+
+export async function startHarness(opts: Partial<PgProxyOptions> = {}, hopts: HarnessOptions = {}): Promise<Harness> {
   const db = `sg_pgproxy_${randomBytes(6).toString('hex')}`;
   const admin = await adminClient();
   await admin.query(`CREATE DATABASE ${db}`);
@@ -46,35 +56,55 @@ export async function startHarness(opts: Partial<PgProxyOptions> = {}): Promise<
   const fixture = await adminClient(db);
   await fixture.query(FIXTURE_SQL);
   await fixture.end();
-  const pdp = await startPdp();
+  let pdp: RunningPdp;
+  try {
+    pdp = await startPdp(hopts.pdpEnv ? { env: hopts.pdpEnv } : {});
+  } catch (err) {
+    const a = await adminClient();
+    await a.query(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
+    await a.end();
+    throw err;
+  }
   const pdpClient = new PdpClient({ url: pdp.url, key: pdp.shimKey, shim: 'pg-proxy' });
   const events: Array<Record<string, unknown>> = [];
-  const proxy = createPgProxy({
-    resource: 'orders-db',
-    upstream: { ...PG, database: db },
-    decider: pdpClient,
-    log: (e) => events.push(e),
-    ...opts,
-  });
-  const { port } = await proxy.listen(0, '127.0.0.1');
+  const proxies: PgProxy[] = [];
   const clients: pg.Client[] = [];
+  const connect = async (host: string, port: number, token: string, extra: Partial<pg.ClientConfig> = {}): Promise<pg.Client> => {
+    const c = new pg.Client({ host, port, user: 'agent', database: 'whatever', password: token, ...extra });
+    c.on('error', () => undefined);
+    await c.connect();
+    clients.push(c);
+    return c;
+  };
+  const startProxy = async (
+    o: Partial<PgProxyOptions>,
+    host = '127.0.0.1',
+  ): Promise<{ proxy: PgProxy; port: number; client(token: string, extra?: Partial<pg.ClientConfig>): Promise<pg.Client> }> => {
+    const proxy = createPgProxy({
+      resource: 'orders-db',
+      upstream: { ...PG, database: db },
+      decider: pdpClient,
+      log: (e) => events.push(e),
+      ...o,
+    });
+    proxies.push(proxy);
+    const { port } = await proxy.listen(0, host);
+    return { proxy, port, client: (token, extra) => connect(host, port, token, extra) };
+  };
+  const { proxy, port } = await startProxy(opts);
   return {
     db,
     pdp,
+    pdpClient,
     proxy,
     port,
     events,
-    token: (scopes) => pdp.mint('agent-under-test', scopes),
-    async client(token, extra = {}) {
-      const c = new pg.Client({ host: '127.0.0.1', port, user: 'agent', database: 'whatever', password: token, ...extra });
-      c.on('error', () => undefined);
-      await c.connect();
-      clients.push(c);
-      return c;
-    },
+    token: (scopes, extra) => pdp.mint('agent-under-test', scopes, extra),
+    client: (token, extra) => connect('127.0.0.1', port, token, extra),
+    startProxy,
     async close() {
       await Promise.all(clients.map((c) => c.end().catch(() => undefined)));
-      await proxy.close();
+      for (const p of proxies) await p.close();
       await pdpClient.close();
       await pdp.close();
       const a = await adminClient();

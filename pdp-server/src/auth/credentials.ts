@@ -38,14 +38,17 @@ export async function loadCredentials(config: Readonly<Config>): Promise<Credent
     keys[role] = await readOrCreateKey(file);
     generatedFiles[role] = file;
   }
-  const digests = ROLES.map((role) => ({ role, digest: sha256(keys[role]) }));
+  const digests: { principal: Principal; digest: Buffer }[] = [
+    ...ROLES.map((role) => ({ principal: { role, name: role }, digest: sha256(keys[role]) })),
+    ...config.keys.approvers.map((a) => ({ principal: { role: 'approver' as const, name: a.name }, digest: sha256(a.key) })),
+  ];
   return {
     identify(presented) {
       const d = sha256(presented);
-      let found: Role | undefined;
-      // Compare against every role, even after a match, so timing does not tell which matched.
-      for (const entry of digests) if (timingSafeEqual(d, entry.digest) && !found) found = entry.role;
-      return found ? { role: found, name: found } : undefined;
+      let found: Principal | undefined;
+      // Compare against every key, even after a match, so timing does not tell which matched.
+      for (const entry of digests) if (timingSafeEqual(d, entry.digest) && !found) found = entry.principal;
+      return found;
     },
     generatedFiles,
     key: (role) => keys[role],

@@ -69,7 +69,7 @@ export function createRedisClusterBus(opts: {
   const setConnected = (up: boolean) => {
     if (up === connected || closed) return;
     connected = up;
-    log.info({ instance: instanceId, connected: up }, up ? 'cluster bus subscribed' : 'cluster bus lost; polling the store');
+    log.info({ connected: up }, up ? 'cluster bus subscribed' : 'cluster bus lost; polling the store');
     for (const fn of stateListeners) {
       try {
         fn(up);

@@ -63,6 +63,9 @@ export async function createPolicyDistribution(
 
   /** Deliver the newest stored bundle if it is newer than what this replica has. */
   const sync = async () => {
+    // Nobody to hand a bundle to yet (the engine registers after loading latest()): leave
+    // haveSeq alone so the bundle is delivered once someone listens.
+    if (listeners.length === 0) return;
     const head = await db.query<{ revision: string; seq: string | number }>(
       'SELECT revision, seq FROM scopegate_policy_bundles ORDER BY seq DESC LIMIT 1',
     );
@@ -136,6 +139,9 @@ export async function createPolicyDistribution(
 
     onBundle(fn) {
       listeners.push(fn);
+      // Catch up on anything published between latest() and now (e.g. while the engine was
+      // loading what latest() returned).
+      void serial('catch-up', sync);
     },
 
     async close() {

@@ -95,9 +95,18 @@ function parseRevocation(data: unknown): Revocation | undefined {
     return undefined;
   }
   if ((d.jti === null) === (d.sub === null)) return undefined;
+  for (const t of [d.created_at, d.issued_before, d.expires_at]) {
+    if (typeof t === 'string' && !Number.isFinite(Date.parse(t))) return undefined;
+  }
   if (d.sub !== null && d.issued_before === null) return undefined;
   return d as unknown as Revocation;
 }
+
+/**
+ * Kept this long past the revoked token's expiry: the token verifier accepts a token for a
+ * clock skew past exp, and replicas' clocks differ a little.
+ */
+const EXPIRY_MARGIN_MS = 60_000;
 
 /** The in-memory view: only ever grows between prunes (a revocation is never undone). */
 class RevocationSet {
@@ -107,7 +116,7 @@ class RevocationSet {
   private readonly subjects = new Map<string, { issuedBeforeMs: number; expiresMs: number }>();
 
   apply(r: Revocation, nowMs: number): void {
-    const expiresMs = r.expires_at === null ? Infinity : Date.parse(r.expires_at);
+    const expiresMs = r.expires_at === null ? Infinity : Date.parse(r.expires_at) + EXPIRY_MARGIN_MS;
     if (expiresMs <= nowMs) return;
     if (r.jti !== null) {
       this.tokens.set(r.jti, Math.max(this.tokens.get(r.jti) ?? 0, expiresMs));
@@ -173,7 +182,7 @@ export async function createRevocationService(
   const fullResync = async () => {
     const now = await db.query<{ now: Date | string }>('SELECT now() AS now');
     const rows = await db.query<RevocationRow>(
-      `SELECT ${COLUMNS} FROM scopegate_revocations WHERE expires_at IS NULL OR expires_at > now()`,
+      `SELECT ${COLUMNS} FROM scopegate_revocations WHERE expires_at IS NULL OR expires_at > now() - interval '1 minute'`,
     );
     const t = Date.now();
     for (const r of rows.rows) set.apply(fromRow(r), t);
@@ -194,8 +203,8 @@ export async function createRevocationService(
 
   const prune = async () => {
     const n = set.prune(Date.now());
-    // Rows are kept a minute past expiry so a replica with a slightly slow clock still has them.
-    await db.query(`DELETE FROM scopegate_revocations WHERE expires_at < now() - interval '1 minute'`);
+    // Rows are kept past expiry by the same margin as in memory (EXPIRY_MARGIN_MS).
+    await db.query(`DELETE FROM scopegate_revocations WHERE expires_at < now() - interval '2 minutes'`);
     if (n > 0) log.debug({ pruned: n }, 'expired revocations pruned');
     await fullResync();
   };
@@ -219,10 +228,13 @@ export async function createRevocationService(
   pruneTimer.unref();
 
   if (bus) {
-    bus.on('revocation', (data) => {
+    bus.on('revocation', (data, from) => {
       const r = parseRevocation(data);
-      if (r) set.apply(r, Date.now());
-      else log.warn('ignoring malformed revocation message');
+      if (!r) return log.warn('ignoring malformed revocation message');
+      set.apply(r, Date.now());
+      // One line per revocation and replica: revocations are rare, and this is how an operator
+      // (and the benchmark) sees when each replica started enforcing one.
+      if (from !== bus.instanceId) log.info({ id: r.id, from }, 'revocation applied');
     });
     bus.onConnectionChange((up) => {
       // Back: re-read everything (messages sent while we were away are gone). Down: poll now.

@@ -11,7 +11,8 @@ import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, 
 import { Agent, errors as undiciErrors, request as undiciRequest, type Dispatcher } from 'undici';
 import { pipeline } from 'node:stream';
 import { rootCertificates } from 'node:tls';
-import type { Readable } from 'node:stream';
+import { randomUUID } from 'node:crypto';
+import type { Readable, Transform } from 'node:stream';
 import { DECISION_ID_HEADER, type Decision, type DecideRequest } from '../../../pdp-server/src/contract.js';
 import { PdpClient, type ApprovalStatus } from '../../pdp-client/src/index.js';
 import { compileMask, createSseMaskTransform, maskChatCompletion, maskChatRequest, maskJson, maskText, type CompiledMask } from '../../masking/src/index.js';
@@ -19,6 +20,7 @@ import { PROXY_ERRORS, ProxyError, type ProxyErrorCode } from './errors.js';
 import { checkQuery, normalizePath, splitTarget } from './path-normalize.js';
 import { compileRoutes, matchRoute, type Route, type RouteConfig } from './routes.js';
 import { httpRequest, llmOperation, llmRequest } from './decision-input.js';
+import { createSseToolGuard, guardChatCompletion, type ToolCallChecker } from './tool-call-guard.js';
 
 /** What the proxy needs from a PDP client (PdpClient implements it). */
 export interface Decider {
@@ -180,9 +182,12 @@ export function createHttpProxy(options: HttpProxyOptions): FastifyInstance {
     const sessionId = typeof req.headers[SESSION_HEADER] === 'string' ? (req.headers[SESSION_HEADER] as string).slice(0, 256) : undefined;
     const context = { client_addr: req.ip, shim: 'http-proxy', ...(sessionId ? { session_id: sessionId } : {}) };
     let decideRequest: DecideRequest;
+    let toolCheck: ToolCallChecker | undefined;
     if (route.kind === 'llm') {
       const operation = llmOperation(method, rest);
       if (!operation) return sendError(reply, 'llm_operation_unsupported');
+      // Tool calls the model answers with are decided with the agent's own token.
+      if (operation === 'chat') toolCheck = (name, args) => decideTool(token, context, name, args);
       decideRequest = { token, resource: { kind: 'llm', name: route.resource }, request: { llm: llmRequest(route.provider ?? route.resource, operation, json) }, context };
     } else {
       const http = httpRequest({ method, host: host?.replace(/:\d+$/, ''), path: rest, query: target.query, headers: req.headers, body, json });
@@ -191,7 +196,7 @@ export function createHttpProxy(options: HttpProxyOptions): FastifyInstance {
 
     let decision = await decider.decide(decideRequest);
     if (decision.effect === 'approval_required') {
-      const settled = await awaitApproval(decision, decideRequest);
+      const settled = await awaitApproval(req, decision, decideRequest);
       if ('error' in settled) return sendError(reply, settled.error, settled.extra);
       decision = settled.decision;
     }
@@ -208,40 +213,71 @@ export function createHttpProxy(options: HttpProxyOptions): FastifyInstance {
       const masked = route.kind === 'llm' ? maskChatRequest(json as Record<string, unknown>, requestMask) : (maskJson(json, requestMask) as Record<string, unknown>);
       outBody = Buffer.from(JSON.stringify(masked));
     }
-    return forward(req, reply, route, rest, target.query, outBody, compileMask(decision.obligations.mask, opts()));
+    return forward(req, reply, route, rest, target.query, outBody, compileMask(decision.obligations.mask, opts()), toolCheck);
+  }
+
+  /** A `tool` decision for one tool call in a model answer; a name the contract cannot carry is refused unasked. */
+  function decideTool(token: string, context: DecideRequest['context'], name: string, args: unknown): Promise<Decision> {
+    if (name.length === 0 || name.length > 256) {
+      return Promise.resolve({ decision_id: randomUUID(), effect: 'deny', allow: false, reasons: ['tool name missing or too long'], obligations: {}, policy_revision: '', ttl_ms: 0, code: 'tool_name_invalid' });
+    }
+    return decider.decide({ token, resource: { kind: 'tool', name }, request: { tool: { name, arguments: args } }, ...(context ? { context } : {}) });
   }
 
   function opts(): { hashKey?: Buffer } {
     return options.maskHashKey ? { hashKey: options.maskHashKey } : {};
   }
 
-  /** Hold an approval_required request until a human decides or the wait runs out. */
+  /**
+   * Hold an approval_required request until a human decides or the wait runs out.
+   *
+   * The PDP long-poll (`GET /v1/approvals/:id?wait=N`) returns as soon as the approval
+   * leaves `pending`. Approved: the request is decided again — the grant is bound to this
+   * exact request and subject, so the new decision is the allow (and consumes a single-use
+   * grant); whatever the PDP answers then is what is enforced. Denied: 403 approval_denied.
+   * Expired, or still pending at the deadline: 403 approval_required. Every answer carries
+   * the approval id. A client that hangs up stops the hold before anything is consumed.
+   */
   async function awaitApproval(
+    req: FastifyRequest,
     decision: Decision,
     decideRequest: DecideRequest,
   ): Promise<{ decision: Decision } | { error: ProxyErrorCode; extra: Record<string, string> }> {
-    const approval = decision.obligations.approval;
-    const extra: Record<string, string> = { decision_id: decision.decision_id, ...(approval ? { approval_id: approval.id } : {}) };
-    if (!approval || approvalWaitS <= 0) return { error: 'approval_required', extra };
+    let current = decision;
+    const extraOf = (d: Decision): Record<string, string> => ({
+      decision_id: d.decision_id,
+      ...(d.obligations.approval ? { approval_id: d.obligations.approval.id } : {}),
+    });
+    if (!current.obligations.approval || approvalWaitS <= 0) return { error: 'approval_required', extra: extraOf(current) };
     const deadline = Date.now() + approvalWaitS * 1000;
+    const gone = () => req.raw.destroyed || req.raw.socket?.destroyed === true;
     // Bounded: each round lasts at least a second (long-poll, or a pause when it returns early).
-    for (let i = 0; i < approvalWaitS + 1; i++) {
+    for (let round = 0; round <= approvalWaitS; round++) {
+      const approval = current.obligations.approval;
+      if (!approval) break;
       const left = Math.ceil((deadline - Date.now()) / 1000);
       if (left <= 0) break;
       const started = Date.now();
       const status = await decider.waitApproval(approval.id, left);
-      if (status === 'denied') return { error: 'approval_denied', extra };
-      if (status === 'expired') return { error: 'approval_required', extra };
-      // The approval is bound to this exact request; deciding again yields the allow (and its
-      // obligations) once granted. Also asked after 'pending', which is what the client
-      // reports when the long-poll itself failed — the decision stays the PDP's.
+      if (gone()) return { error: 'approval_required', extra: extraOf(current) };
+      if (status === 'denied') return { error: 'approval_denied', extra: extraOf(current) };
+      if (status === 'expired') return { error: 'approval_required', extra: extraOf(current) };
+      if (status === 'pending' && Date.now() < deadline - 250) {
+        // The long-poll came back early without a verdict (the PDP restarted, a network
+        // blip: the client reports failures as pending). Pause, then ask again.
+        const elapsed = Date.now() - started;
+        if (elapsed < 1000) await new Promise((r) => setTimeout(r, Math.min(1000 - elapsed, Math.max(0, deadline - Date.now()))));
+        continue;
+      }
+      if (status === 'pending') break;
+      // Approved: decide again; the PDP turns the grant into the allow.
       const again = await decider.decide(decideRequest);
       if (again.effect !== 'approval_required') return { decision: again };
-      if (status === 'approved') return { error: 'approval_required', extra: { ...extra, decision_id: again.decision_id } };
-      const elapsed = Date.now() - started;
-      if (elapsed < 1000) await new Promise((r) => setTimeout(r, Math.min(1000 - elapsed, Math.max(0, deadline - Date.now()))));
+      // Someone else used a single-use grant first, or it lapsed meanwhile: the PDP opened a
+      // new approval; keep holding on that one while time remains.
+      current = again;
     }
-    return { error: 'approval_required', extra };
+    return { error: 'approval_required', extra: extraOf(current) };
   }
 
   async function forward(
@@ -252,6 +288,7 @@ export function createHttpProxy(options: HttpProxyOptions): FastifyInstance {
     query: string | undefined,
     body: Buffer | undefined,
     mask: CompiledMask,
+    toolCheck: ToolCallChecker | undefined,
   ): Promise<FastifyReply> {
     const headers: Record<string, string | string[]> = {};
     const connectionListed = new Set(
@@ -295,7 +332,11 @@ export function createHttpProxy(options: HttpProxyOptions): FastifyInstance {
     const contentType = typeof res.headers['content-type'] === 'string' ? res.headers['content-type'] : undefined;
     const encoding = res.headers['content-encoding'];
 
-    if (mask.empty || method === 'HEAD' || res.statusCode === 204 || res.statusCode === 304) {
+    // Tool calls are only looked for in successful chat answers.
+    const guard = res.statusCode === 200 ? toolCheck : undefined;
+    const isSse = contentType !== undefined && /^text\/event-stream\b/i.test(contentType);
+    const passThrough = mask.empty && (!guard || !(isSse || isJsonType(contentType)));
+    if (passThrough || method === 'HEAD' || res.statusCode === 204 || res.statusCode === 304) {
       const len = res.headers['content-length'];
       if (typeof len === 'string') resHeaders['content-length'] = len;
       return reply.code(res.statusCode).headers(resHeaders).send(res.body);
@@ -304,9 +345,13 @@ export function createHttpProxy(options: HttpProxyOptions): FastifyInstance {
       res.body.destroy();
       return sendError(reply, 'response_unmaskable');
     }
-    if (contentType && /^text\/event-stream\b/i.test(contentType)) {
-      const transform = createSseMaskTransform(mask);
-      const out = pipeline(res.body, transform, (err) => {
+    if (isSse) {
+      // The guard sees the model's real tool arguments (the policy decides on them); the
+      // masker after it rewrites what the agent receives.
+      const stages: Transform[] = [];
+      if (guard) stages.push(createSseToolGuard(guard));
+      if (!mask.empty) stages.push(createSseMaskTransform(mask));
+      const out = pipeline([res.body, ...stages], (err) => {
         if (err) req.log.warn({ code: (err as { code?: string }).code ?? 'stream_error' }, 'SSE masking stopped the stream');
       }) as unknown as Readable;
       resHeaders['cache-control'] = resHeaders['cache-control'] ?? 'no-cache';
@@ -322,6 +367,7 @@ export function createHttpProxy(options: HttpProxyOptions): FastifyInstance {
       } catch {
         return sendError(reply, 'response_unmaskable');
       }
+      if (guard) parsed = await guardChatCompletion(parsed, guard);
       // Chat-completion shapes get their tool arguments parsed; anything else is plain JSON masking.
       payload = JSON.stringify(maskChatCompletion(parsed, mask));
     } else if (!contentType || /^text\/|^application\/(?:xml|x-www-form-urlencoded|javascript)\b/i.test(contentType)) {

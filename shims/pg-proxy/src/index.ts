@@ -9,12 +9,19 @@ import { ProxySession, type Decider } from './proxy-session.js';
 import { loadSqlParser } from './sql-summary.js';
 
 export type { Decider } from './proxy-session.js';
+export { isLoopbackAddress, plaintextLoginAllowed } from './proxy-session.js';
 
 export interface PgProxyOptions {
   /** Resource name the PDP decides on, e.g. `orders-db`. */
   resource: string;
   upstream: { host: string; port: number; database: string; user: string; password?: string | undefined };
   decider: Decider;
+  /**
+   * Hold a statement that needs approval for up to this many seconds, long-polling the PDP
+   * (needs `decider.waitApproval`), then decide it again. Default 0: fail at once with an
+   * error carrying the approval id, so the agent can retry once it is approved.
+   */
+  approvalWaitS?: number;
   /** PEM certificate and key; without them SSLRequest is answered `N`. */
   tls?: { cert: string | Buffer; key: string | Buffer } | undefined;
   /** Accept the token over plaintext from non-loopback clients. Default false. */
@@ -56,6 +63,7 @@ export function createPgProxy(options: PgProxyOptions): PgProxy {
       maxMessageBytes: options.maxMessageBytes ?? 64 * 1024 * 1024,
       startupTimeoutMs: options.startupTimeoutMs ?? 10_000,
       decider: options.decider,
+      approvalWaitS: options.approvalWaitS ?? 0,
       catalog,
       cancelKeys,
       log,

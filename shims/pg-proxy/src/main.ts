@@ -19,6 +19,7 @@ async function main(): Promise<void> {
     decider: pdp,
     tls: cfg.tls ? { cert: readFileSync(cfg.tls.certFile), key: readFileSync(cfg.tls.keyFile) } : undefined,
     allowPlaintextNonLoopback: cfg.allowPlaintextNonLoopback,
+    approvalWaitS: cfg.approvalWaitS,
     maxMessageBytes: cfg.maxMessageBytes,
     startupTimeoutMs: cfg.startupTimeoutMs,
     log: (event) => logger.info(event),

@@ -13,6 +13,7 @@ export interface PgProxyConfig {
   pdp: { url: string; key: string; timeoutMs: number };
   tls?: { certFile: string; keyFile: string } | undefined;
   allowPlaintextNonLoopback: boolean;
+  approvalWaitS: number;
   maxMessageBytes: number;
   startupTimeoutMs: number;
 }
@@ -92,6 +93,7 @@ export function loadPgProxyConfig(argv: readonly string[], env: NodeJS.ProcessEn
     },
     tls: certFile && keyFile ? { certFile, keyFile } : undefined,
     allowPlaintextNonLoopback: allowPlain === 'true',
+    approvalWaitS: int('SCOPEGATE_PG_APPROVAL_WAIT_S', 'approvalWaitS', 0),
     maxMessageBytes: int('SCOPEGATE_PG_MAX_MESSAGE_BYTES', 'maxMessageBytes', 64 * 1024 * 1024),
     startupTimeoutMs: int('SCOPEGATE_PG_STARTUP_TIMEOUT_MS', 'startupTimeoutMs', 10_000),
   };

@@ -61,7 +61,21 @@ import { FrameError, MessageFramer, type Frame } from './wire-frames.js';
 /** Anything that can answer a decision request (the PDP client in production). */
 export interface Decider {
   decide(req: DecideRequest): Promise<Decision>;
+  /** Long-poll an approval; needed only to hold statements (`approvalWaitS` > 0). Failure reads as `pending`. */
+  waitApproval?(id: string, waitS: number): Promise<'approved' | 'denied' | 'expired' | 'pending'>;
 }
+
+/**
+ * Fingerprint of the login check: a decision request with no statements. The PDP verifies
+ * the token (signature, expiry, revocation) before any policy runs, so its error code tells
+ * whether the token is acceptable; the policy's own answer (it denies an empty request) is
+ * irrelevant here.
+ */
+export const LOGIN_CHECK_FINGERPRINT = 'scopegate:login';
+/** Decision codes that mean "the PDP could not judge the token", not "the token is bad". */
+const UNAVAILABLE_CODES = new Set(['pdp_unavailable', 'token_keys_unavailable']);
+/** One long-poll is capped by the PDP at 60 s; longer holds poll again. */
+const APPROVAL_POLL_MAX_S = 60;
 
 export interface SessionConfig {
   resource: string;
@@ -71,6 +85,8 @@ export interface SessionConfig {
   maxMessageBytes: number;
   startupTimeoutMs: number;
   decider: Decider;
+  /** Hold a statement that needs approval up to this long (0: fail at once with the approval id). */
+  approvalWaitS: number;
   catalog: ColumnCatalog;
   /** Where the process-wide cancel keys live. */
   cancelKeys: Map<string, ProxySession>;
@@ -88,7 +104,13 @@ type State = 'awaitingStartup' | 'awaitingPassword' | 'connecting' | 'ready' | '
 interface StatementInfo {
   statements: SqlStatement[];
   plan: MaskPlan;
+  /** The summary's fingerprint, to decide again at each later Bind. */
+  fingerprint: string;
+  /** Sequence number of the batch (Sync/Query) in which it was decided. */
+  batch: number;
 }
+
+type Verdict = { ok: true; plan: MaskPlan } | { ok: false; decisionId: string; message: string };
 
 interface Batch {
   plan: MaskPlan;
@@ -96,12 +118,31 @@ interface Batch {
 }
 const EMPTY_BATCH: Batch = Object.freeze({ plan: NO_MASK, statements: [] }) as unknown as Batch;
 
-function joinBatch(a: Batch, b: StatementInfo): Batch {
+function joinBatch(a: Batch, b: { plan: MaskPlan; statements: SqlStatement[] }): Batch {
   return { plan: mergePlans(a.plan, b.plan), statements: [...a.statements, ...b.statements] };
 }
 
 interface DenyMarker {
   error: Buffer;
+}
+
+const LOOPBACK = new net.BlockList();
+LOOPBACK.addSubnet('127.0.0.0', 8, 'ipv4');
+LOOPBACK.addAddress('::1', 'ipv6');
+
+/** Loopback peers may send the token without TLS (it never leaves the machine). */
+export function isLoopbackAddress(addr: string | undefined): boolean {
+  if (!addr) return false;
+  // IPv4-mapped IPv6 (`::ffff:127.0.0.1`) is how a dual-stack listener reports IPv4 peers.
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(addr)?.[1];
+  if (mapped) return LOOPBACK.check(mapped, 'ipv4');
+  const family = net.isIPv4(addr) ? 'ipv4' : net.isIPv6(addr) ? 'ipv6' : undefined;
+  return family !== undefined && LOOPBACK.check(addr, family);
+}
+
+/** Without TLS, the token may be read only from loopback peers, or from anyone when explicitly allowed. */
+export function plaintextLoginAllowed(addr: string | undefined, allowPlaintextNonLoopback: boolean): boolean {
+  return allowPlaintextNonLoopback || isLoopbackAddress(addr);
 }
 
 export class ProxySession {
@@ -112,7 +153,7 @@ export class ProxySession {
 
   #client: net.Socket | tls.TLSSocket;
   readonly #clientAddr: string;
-  readonly #loopback: boolean;
+  readonly #peerAddress: string | undefined;
   readonly #framer: MessageFramer;
   #upstream: UpstreamConnection | undefined;
   #token = '';
@@ -128,6 +169,8 @@ export class ProxySession {
   readonly #portals = new Map<string, StatementInfo>();
   /** Mask plan and statements of messages forwarded since the last Sync (the batch being built). */
   #open: Batch = EMPTY_BATCH;
+  /** Counts Sync/Query messages: a statement decided in the current batch needs no second decision at Bind. */
+  #batchSeq = 0;
   /** One batch per forwarded Sync/Query whose ReadyForQuery has not come back yet. */
   readonly #inflight: Batch[] = [];
   /** Markers of denied messages whose syntax error is still to come back. */
@@ -151,8 +194,7 @@ export class ProxySession {
   ) {
     this.#client = socket;
     this.#clientAddr = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`;
-    const addr = socket.remoteAddress ?? '';
-    this.#loopback = addr === '127.0.0.1' || addr === '::1' || addr === '::ffff:127.0.0.1' || addr.startsWith('127.');
+    this.#peerAddress = socket.remoteAddress;
     this.#framer = new MessageFramer('awaitingStartup', STARTUP_MAX_BYTES);
     socket.setNoDelay(true);
     this.#attachClient(socket);
@@ -249,7 +291,7 @@ export class ProxySession {
       if (REFUSED_PARAMS.has(key.toLowerCase())) return this.#fatal(SQLSTATE.featureNotSupported, `startup parameter "${key}" is not allowed`);
     }
     this.#startupParams = startup.params;
-    if (!(this.#client instanceof tls.TLSSocket) && !this.#loopback && !this.cfg.allowPlaintextNonLoopback) {
+    if (!(this.#client instanceof tls.TLSSocket) && !plaintextLoginAllowed(this.#peerAddress, this.cfg.allowPlaintextNonLoopback)) {
       return this.#fatal(SQLSTATE.invalidAuthorizationSpecification, 'TLS is required: the token must not travel in plaintext');
     }
     this.#framer.state = 'typed';
@@ -283,6 +325,7 @@ export class ProxySession {
       if (f.type !== FRONTEND.password) return this.#fatal(SQLSTATE.protocolViolation, 'expected a password message');
       this.#token = decodeCString(f.body);
       if (this.#token === '') return this.#fatal(SQLSTATE.invalidPassword, 'a scopegate token is required as the password');
+      if (!(await this.#checkToken())) return;
       return this.#connect();
     }
     if (this.state !== 'ready') return;
@@ -304,6 +347,7 @@ export class ProxySession {
       case FRONTEND.flush:
         return this.#send(f.raw);
       case FRONTEND.sync:
+        this.#batchSeq++;
         this.#inflight.push(this.#open);
         this.#open = EMPTY_BATCH;
         return this.#send(f.raw);
@@ -323,6 +367,29 @@ export class ProxySession {
       default:
         return this.#fatal(SQLSTATE.protocolViolation, 'unexpected message type');
     }
+  }
+
+  /**
+   * Ask the PDP once at login so a bad, expired or revoked token fails the login with 28P01
+   * instead of every statement later. Statements are still decided one by one: a token
+   * revoked mid-session is caught by those decisions.
+   */
+  async #checkToken(): Promise<boolean> {
+    const d = await this.cfg.decider.decide({
+      token: this.#token,
+      resource: { kind: 'sql', name: this.cfg.resource },
+      request: { sql: { statements: [], fingerprint: LOGIN_CHECK_FINGERPRINT } },
+      context: { session_id: this.id, client_addr: this.#clientAddr, shim: 'pg-proxy' },
+    });
+    this.cfg.log({ event: 'login_check', session_id: this.id, decision_id: d.decision_id, code: d.code ?? null });
+    if (d.code === undefined) return true;
+    if (UNAVAILABLE_CODES.has(d.code) || !d.code.startsWith('token_')) {
+      // Fail closed: a token nobody could check is not let in.
+      this.#fatal(SQLSTATE.connectionFailure, `the token could not be checked (decision_id=${d.decision_id})`);
+      return false;
+    }
+    this.#fatal(SQLSTATE.invalidPassword, `scopegate token rejected: ${d.code} (decision_id=${d.decision_id})`);
+    return false;
   }
 
   async #connect(): Promise<void> {
@@ -347,7 +414,7 @@ export class ProxySession {
     const out: Buffer[] = [authenticationRequest(AUTH.ok), ...up.parameterStatuses.map((p) => p.raw), backendKeyData(this.proxyPid, this.proxySecret), readyForQuery(TX_STATUS.idle)];
     this.#client.write(Buffer.concat(out));
     this.state = 'ready';
-    this.cfg.log({ event: 'session_started', session_id: this.id, client_addr: this.#clientAddr });
+    this.cfg.log({ event: 'session_started', session_id: this.id, client_addr: this.#clientAddr, tls: this.#client instanceof tls.TLSSocket });
     up.socket.on('data', (chunk: Buffer) => this.#onUpstreamData(chunk));
     up.socket.on('error', () => this.#fatal(SQLSTATE.connectionFailure, 'the database connection failed'));
     up.socket.on('close', () => this.#fatal(SQLSTATE.connectionFailure, 'the database closed the connection'));
@@ -373,14 +440,34 @@ export class ProxySession {
       this.cfg.log({ event: 'statement_refused', session_id: this.id, decision_id: decisionId, reason: summary.reason });
       return { ok: false, decisionId, message: summary.reason };
     }
-    if (summary.statements.length === 0) return { ok: true, info: { statements: [], plan: NO_MASK }, apply: summary.apply };
-    const decision = await this.cfg.decider.decide({
+    const info = (plan: MaskPlan): StatementInfo => ({ statements: summary.statements, plan, fingerprint: summary.fingerprint, batch: this.#batchSeq });
+    if (summary.statements.length === 0) return { ok: true, info: info(NO_MASK), apply: summary.apply };
+    const v = await this.#decideStatements(summary.statements, summary.fingerprint);
+    if (!v.ok) return v;
+    return { ok: true, info: info(v.plan), apply: summary.apply };
+  }
+
+  /** Ask the PDP about summarised statements (holding for an approval when configured). */
+  async #decideStatements(statements: SqlStatement[], fingerprint: string): Promise<Verdict> {
+    const req: DecideRequest = {
       token: this.#token,
       resource: { kind: 'sql', name: this.cfg.resource },
-      request: { sql: { statements: summary.statements, fingerprint: summary.fingerprint } },
+      request: { sql: { statements, fingerprint } },
       context: { session_id: this.id, client_addr: this.#clientAddr, shim: 'pg-proxy' },
-    });
-    this.cfg.log({ event: 'decision', session_id: this.id, decision_id: decision.decision_id, effect: decision.effect, fingerprint: summary.fingerprint });
+    };
+    let decision = await this.cfg.decider.decide(req);
+    this.#logDecision(decision, fingerprint);
+    if (decision.effect === 'approval_required') {
+      const id = decision.obligations.approval?.id;
+      const held = id ? await this.#holdForApproval(id) : 'pending';
+      if (held === 'approved') {
+        // The PDP now finds the granted approval for this exact request and subject.
+        decision = await this.cfg.decider.decide(req);
+        this.#logDecision(decision, fingerprint);
+      } else if (held !== 'pending') {
+        return { ok: false, decisionId: decision.decision_id, message: `approval ${held} (approval_id=${id ?? 'unknown'})` };
+      }
+    }
     if (decision.effect === 'approval_required') {
       const approval = decision.obligations.approval;
       return { ok: false, decisionId: decision.decision_id, message: `approval required (approval_id=${approval?.id ?? 'unknown'}); retry once it is approved` };
@@ -388,11 +475,41 @@ export class ProxySession {
     if (decision.effect !== 'allow' || decision.allow !== true) {
       return { ok: false, decisionId: decision.decision_id, message: decision.code ? `denied (${decision.code})` : 'denied by policy' };
     }
-    const plan = planFor(summary.statements, decision.obligations.mask);
-    if (writesTaintedData(plan, summary.statements)) {
+    const plan = planFor(statements, decision.obligations.mask);
+    if (writesTaintedData(plan, statements)) {
       return { ok: false, decisionId: decision.decision_id, message: 'the statement writes data read from masked columns' };
     }
-    return { ok: true, info: { statements: summary.statements, plan }, apply: summary.apply };
+    return { ok: true, plan };
+  }
+
+  #logDecision(decision: Decision, fingerprint: string): void {
+    this.cfg.log({
+      event: 'decision',
+      session_id: this.id,
+      decision_id: decision.decision_id,
+      effect: decision.effect,
+      fingerprint,
+      ...(decision.obligations.approval ? { approval_id: decision.obligations.approval.id } : {}),
+    });
+  }
+
+  /**
+   * Wait (bounded by approvalWaitS) for an approver to decide. The session's frontend loop
+   * is blocked meanwhile, so later pipelined messages keep their order behind the held one.
+   */
+  async #holdForApproval(id: string): Promise<'approved' | 'denied' | 'expired' | 'pending'> {
+    const waiter = this.cfg.decider.waitApproval?.bind(this.cfg.decider);
+    if (!waiter || this.cfg.approvalWaitS <= 0) return 'pending';
+    const deadline = Date.now() + this.cfg.approvalWaitS * 1000;
+    this.cfg.log({ event: 'approval_hold', session_id: this.id, approval_id: id, wait_s: this.cfg.approvalWaitS });
+    // Bounded: each round waits ≥ 1 s (or ends), and the deadline is fixed.
+    for (let round = 0; round < 10_000 && this.state !== 'closed'; round++) {
+      const left = Math.ceil((deadline - Date.now()) / 1000);
+      if (left <= 0) break;
+      const status = await waiter(id, Math.min(left, APPROVAL_POLL_MAX_S));
+      if (status !== 'pending') return status;
+    }
+    return 'pending';
   }
 
   /** Replace a denied Query/Parse/Bind by one the upstream rejects with our marker in the message. */
@@ -401,6 +518,7 @@ export class ProxySession {
     const error = errorResponse(SQLSTATE.insufficientPrivilege, `permission denied by scopegate (decision_id=${decisionId})`, 'ERROR', reason);
     this.#denials.set(marker, { error });
     if (kind === FRONTEND.query) {
+      this.#batchSeq++;
       this.#inflight.push(this.#open);
       this.#open = EMPTY_BATCH;
       return this.#send(encodeQuery(`${marker} ${marker}`));
@@ -421,6 +539,7 @@ export class ProxySession {
     if (!d.ok) return this.#sendDenied(FRONTEND.query, d.decisionId, d.message, f);
     d.apply(this.#objects);
     // A simple Query is its own batch: it ends with ReadyForQuery.
+    this.#batchSeq++;
     this.#inflight.push(joinBatch(this.#open, d.info));
     this.#open = EMPTY_BATCH;
     return this.#send(f.raw);
@@ -442,11 +561,19 @@ export class ProxySession {
   async #onBind(f: Frame): Promise<void> {
     const b = decodeBind(f.body);
     // A statement prepared with SQL PREPARE is also bindable; it was decided when prepared.
-    const sqlPrepared = this.#objects.prepared.get(b.statement);
-    const info = this.#statements.get(b.statement) ?? (sqlPrepared ? { statements: sqlPrepared, plan: NO_MASK } : undefined);
-    if (!info || (sqlPrepared && !this.#statements.has(b.statement))) {
-      // Unknown to us (or only known without its mask plan): cannot be described, refused.
+    let info = this.#statements.get(b.statement);
+    if (!info) {
+      // Unknown to us (or prepared with SQL PREPARE, known without its mask plan): refused.
       return this.#sendDenied(FRONTEND.bind, randomUUID(), 'bind to a statement the proxy did not see prepared', f);
+    }
+    if (info.batch !== this.#batchSeq && info.statements.length > 0) {
+      // A statement prepared earlier is decided again at each use (the PDP client's local
+      // cache answers within the decision's ttl_ms), so a revoked token or a changed policy
+      // also stops statements prepared before the change.
+      const v = await this.#decideStatements(info.statements, info.fingerprint);
+      if (!v.ok) return this.#sendDenied(FRONTEND.bind, v.decisionId, v.message, f);
+      info = { ...info, plan: v.plan };
+      this.#statements.set(b.statement, info);
     }
     this.#portals.set(b.portal, info);
     this.#open = joinBatch(this.#open, info);
