@@ -147,23 +147,40 @@ export async function startDemoStack(opts: DemoStackOptions): Promise<DemoStack>
   };
   try {
     const seed = await readFile(SEED_SQL, 'utf8');
-    const database = opts.databaseUrl ? await startPostgresDatabase(opts.databaseUrl, seed) : await startPgliteDatabase(seed);
-    cleanups.push(() => database.close());
-
     const dataDir = await mkdtemp(path.join(os.tmpdir(), 'scopegate-demo-'));
     cleanups.push(() => rm(dataDir, { recursive: true, force: true }));
-    const pdpConfig = loadConfig({
-      SCOPEGATE_DATA_DIR: dataDir,
-      SCOPEGATE_HOST: '127.0.0.1',
-      SCOPEGATE_PORT: '0',
-      SCOPEGATE_POLICY_WATCH: 'false',
-      SCOPEGATE_LOG_LEVEL: 'silent',
-      SCOPEGATE_CACHE: 'memory',
-      ...(existsSync(BUILT_BUNDLE) ? { SCOPEGATE_POLICY_BUNDLE: BUILT_BUNDLE } : {}),
-      ...(database.pdpDatabaseUrl ? { DATABASE_URL: database.pdpDatabaseUrl } : {}),
-    });
-    const pdp: FastifyInstance = await buildApp(pdpConfig);
-    cleanups.push(() => pdp.close());
+    const startPdp = async (databaseUrl: string | undefined): Promise<FastifyInstance> => {
+      const app = await buildApp(
+        loadConfig({
+          SCOPEGATE_DATA_DIR: dataDir,
+          SCOPEGATE_HOST: '127.0.0.1',
+          SCOPEGATE_PORT: '0',
+          SCOPEGATE_POLICY_WATCH: 'false',
+          SCOPEGATE_LOG_LEVEL: 'silent',
+          SCOPEGATE_CACHE: 'memory',
+          ...(existsSync(BUILT_BUNDLE) ? { SCOPEGATE_POLICY_BUNDLE: BUILT_BUNDLE } : {}),
+          ...(databaseUrl ? { DATABASE_URL: databaseUrl } : {}),
+        }),
+      );
+      cleanups.push(() => app.close());
+      return app;
+    };
+    let database: DemoDatabase;
+    let pdp: FastifyInstance;
+    if (opts.databaseUrl) {
+      // The PDP logs into the same throwaway database, so nothing is left behind.
+      database = await startPostgresDatabase(opts.databaseUrl, seed);
+      cleanups.push(() => database.close());
+      pdp = await startPdp(database.pdpDatabaseUrl);
+    } else {
+      // Two embedded PGlite instances (the demo data; the PDP's log): start them side by side.
+      const [db, app] = await Promise.allSettled([startPgliteDatabase(seed), startPdp(undefined)]);
+      if (db.status === 'fulfilled') cleanups.push(() => db.value.close());
+      if (db.status === 'rejected') throw db.reason;
+      if (app.status === 'rejected') throw app.reason;
+      database = db.value;
+      pdp = app.value;
+    }
     const pdpUrl = await pdp.listen({ host: '127.0.0.1', port: 0 });
     const keys = {
       admin: pdp.credentials.key('admin'),

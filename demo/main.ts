@@ -70,7 +70,7 @@ function print(o: DemoOutput): void {
           console.log(`   ${cyan('model')}  ${e.text}`);
           return;
         case 'model_refused':
-          console.log(`   ${red('http-proxy')} blocked the prompt before the model: HTTP ${e.status} ${e.code} ${dim(`(decision ${e.decisionId ?? '?'})`)}`);
+          console.log(`   ${red('http-proxy')} refused the prompt before it reached the model: HTTP ${e.status} ${dim(`(decision ${e.decisionId ?? '?'})`)}`);
           return;
       }
     }

@@ -8,7 +8,7 @@
  * - a `ScopegateCallbackHandler` carries the session, chain, step and run ids.
  */
 import { ChatOpenAI } from '@langchain/openai';
-import { HumanMessage, SystemMessage, type BaseMessage, type ToolMessage } from '@langchain/core/messages';
+import { HumanMessage, SystemMessage, ToolMessage, type BaseMessage } from '@langchain/core/messages';
 import type { RunnableConfig } from '@langchain/core/runnables';
 import { tool, type StructuredToolInterface } from '@langchain/core/tools';
 import type pg from 'pg';
@@ -18,6 +18,7 @@ import {
   createPgPool,
   guardTool,
   httpProxyFetch,
+  llmRefusal,
   proxyRefusal,
   sqlRefusal,
   withSqlApproval,
@@ -36,7 +37,7 @@ export type AgentEvent =
   | { kind: 'held'; step: string; tool: string; approvalId: string }
   | { kind: 'tool_result'; step: string; tool: string; text: string }
   | { kind: 'answer'; step: string; text: string }
-  | { kind: 'model_refused'; step: string; status: number; code: string; decisionId: string | undefined };
+  | { kind: 'model_refused'; step: string; status: number; decisionId: string | undefined };
 
 export interface AgentDeps {
   pdp: Decider;
@@ -168,10 +169,11 @@ export function createSupportAgent(deps: AgentDeps) {
       try {
         ai = await model.invoke(messages, config);
       } catch (err) {
-        const e = err as { status?: number; error?: { code?: string; decision_id?: string }; code?: string };
+        const refusal = llmRefusal(err);
+        if (!refusal) throw err;
         // The http-proxy refused the prompt: it never reached the model. Drop it from the history.
         messages.pop();
-        deps.onEvent({ kind: 'model_refused', step: step.step, status: e.status ?? 0, code: e.error?.code ?? e.code ?? 'error', decisionId: e.error?.decision_id });
+        deps.onEvent({ kind: 'model_refused', step: step.step, status: refusal.status, decisionId: refusal.decisionId });
         return;
       }
       messages.push(ai);
@@ -184,10 +186,10 @@ export function createSupportAgent(deps: AgentDeps) {
         const t = byName.get(call.name);
         const result = t
           ? ((await t.invoke({ ...call, type: 'tool_call' }, config)) as ToolMessage)
-          : undefined;
-        const text = result ? (typeof result.content === 'string' ? result.content : JSON.stringify(result.content)) : `No tool named ${call.name}.`;
+          : new ToolMessage({ content: `No tool named ${call.name}.`, tool_call_id: call.id ?? '' });
+        const text = typeof result.content === 'string' ? result.content : JSON.stringify(result.content);
         deps.onEvent({ kind: 'tool_result', step: step.step, tool: call.name, text });
-        if (result) messages.push(result);
+        messages.push(result);
       }
     }
   }

@@ -7,7 +7,8 @@ import type { PhaseResult } from './load.js';
 export interface Row {
   phase: string;
   scopegate: PhaseResult;
-  opa: PhaseResult;
+  /** Absent when OPA was not run at this rate (above its own peak). */
+  opa?: PhaseResult | undefined;
 }
 
 export interface TargetCheck {
@@ -24,17 +25,21 @@ export const times = (r: number) => (Number.isFinite(r) ? `${r.toFixed(2)}×` : 
 
 export function resultsTable(rows: Row[]): string {
   const out = [
-    '| phase | scopegate req/s | p50 ms | p99 ms | CPU µs/dec | OPA req/s | p50 ms | p99 ms | CPU µs/dec | req/s scopegate/OPA | CPU per decision OPA/scopegate |',
-    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    '| phase | scopegate req/s | p50 ms | p99 ms | CPU µs/dec | OPA req/s | p50 ms | p99 ms | CPU µs/dec | req/s scopegate/OPA | CPU/dec OPA/scopegate | CPU stall (scopegate phase) |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ];
+  const NA = Number.NaN;
   for (const r of rows) {
     const s = r.scopegate;
     const o = r.opa;
-    const cpuRatio = ratio(o.cpuUsPerDecision ?? Number.NaN, s.cpuUsPerDecision ?? Number.NaN);
+    const cpuRatio = ratio(o?.cpuUsPerDecision ?? NA, s.cpuUsPerDecision ?? NA);
+    const stall = s.cpuStallShare !== undefined ? `${Math.round(s.cpuStallShare * 100)}%` : 'n/a';
+    const opaCells = o
+      ? `${num(o.rps)} | ${ms(o.p50Ms)} | ${ms(o.p99Ms)} | ${num(o.cpuUsPerDecision ?? NA)}`
+      : 'not run (above its peak) | | |';
     out.push(
-      `| ${r.phase} | ${num(s.rps)} | ${ms(s.p50Ms)} | ${ms(s.p99Ms)} | ${num(s.cpuUsPerDecision ?? Number.NaN)} ` +
-        `| ${num(o.rps)} | ${ms(o.p50Ms)} | ${ms(o.p99Ms)} | ${num(o.cpuUsPerDecision ?? Number.NaN)} ` +
-        `| ${times(ratio(s.rps, o.rps))} | ${times(cpuRatio)} |`,
+      `| ${r.phase} | ${num(s.rps)} | ${ms(s.p50Ms)} | ${ms(s.p99Ms)} | ${num(s.cpuUsPerDecision ?? NA)} ` +
+        `| ${opaCells} | ${times(ratio(s.rps, o?.rps ?? NA))} | ${times(cpuRatio)} | ${stall} |`,
     );
   }
   return out.join('\n');
@@ -53,5 +58,6 @@ export function phaseProblems(label: string, r: PhaseResult): string[] {
   if (r.errors > 0) p.push(`${label}: ${r.errors} connection errors/timeouts`);
   if (r.non2xx > 0) p.push(`${label}: ${r.non2xx} non-2xx answers`);
   if (r.mismatches > 0) p.push(`${label}: ${r.mismatches} answers were not "allow"`);
+  if (r.unanswered > 0) p.push(`${label}: ${r.unanswered} requests unanswered when the phase was cut off (the server fell behind the rate)`);
   return p;
 }

@@ -22,8 +22,16 @@ import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
+import { createRedisClusterBus } from '../../pdp-server/src/cluster/cluster-bus.js';
 import { KEYS, PdpReplica, WEB_SEARCH_SCOPE, startReplicas, toolCall } from '../../test/cluster/pdp-replicas.js';
-import { SHARED_REDIS_URL, createThrowawayDatabase, deleteRedisPrefix, requireSharedRedis, uniqueName } from '../../test/cluster/test-services.js';
+import {
+  SHARED_REDIS_URL,
+  createThrowawayDatabase,
+  deleteRedisPrefix,
+  requireSharedRedis,
+  silentLog,
+  uniqueName,
+} from '../../test/cluster/test-services.js';
 
 interface AutocannonResult {
   requests: { average: number; total: number };
@@ -69,6 +77,30 @@ async function untilRevoked(r: PdpReplica, token: string, deadline: number): Pro
     const d = await r.decideToolCall(token);
     if (d.code === 'token_revoked') return performance.now();
     if (performance.now() > deadline) throw new Error(`${r.name} never denied a revoked token`);
+  }
+}
+
+/** The bus alone: publish on one connection pair, receive on another, in this process. */
+async function busRoundTrip(cluster: string, n: number): Promise<number[]> {
+  const mk = (id: string) => createRedisClusterBus({ redisUrl: SHARED_REDIS_URL, cluster, instanceId: id, log: silentLog });
+  const [tx, rx] = [mk('bench-tx'), mk('bench-rx')];
+  try {
+    for (let i = 0; i < 500 && !(tx.connected && rx.connected); i++) await new Promise((r) => setTimeout(r, 10));
+    const out: number[] = [];
+    let arrived: (() => void) | undefined;
+    rx.on('revocation', (d) => {
+      out.push(performance.now() - (d as { t: number }).t);
+      arrived?.();
+    });
+    for (let i = 0; i < n; i++) {
+      const got = new Promise<void>((r) => (arrived = r));
+      await tx.publish('revocation', { t: performance.now() });
+      await got;
+    }
+    return out.sort((x, y) => x - y);
+  } finally {
+    await tx.close();
+    await rx.close();
   }
 }
 
@@ -139,6 +171,8 @@ async function main() {
           `p50 ${ms(pct(applySamples, 50))}  p99 ${ms(pct(applySamples, 99))}  max ${ms(applySamples.at(-1)!)}`,
       );
     }
+    const bus = await busRoundTrip(`${cluster}-bus`, 500);
+    console.log(`bus alone (publish → delivered, same process, 500 messages): p50 ${ms(pct(bus, 50))}  p99 ${ms(pct(bus, 99))}  max ${ms(bus.at(-1)!)}`);
     const loadErrors = loadResults.reduce((s, r) => s + r.errors + r.non2xx, 0);
     if (loadErrors > 0) console.log(`load errors/non-2xx during the run: ${loadErrors}`);
 

@@ -103,12 +103,21 @@ for (const backend of backends) {
       assert.equal(await cache.get(key), undefined);
     });
 
-    it('hands out copies: mutating an answer does not change the cache', async () => {
+    it('an answer handed out cannot change what the next caller gets', async () => {
       const key = decisionCacheKey(parts({ tokenId: uniqueName('jti') }));
-      await cache.set(key, allow, 60_000);
+      const mine = structuredClone(allow);
+      await cache.set(key, mine, 60_000);
+      mine.reasons.push('changed after set');
       const got = await cache.get(key);
       assert.ok(got);
-      got.reasons.push('tampered');
+      // memory hands out a deep-frozen entry (the push throws), redis a fresh parse (it lands
+      // in the caller's copy only); either way the cache is untouched.
+      try {
+        got.reasons.push('tampered');
+        got.obligations!.mask!.push({ target: 'x', method: 'null' });
+      } catch (err) {
+        assert.ok(err instanceof TypeError);
+      }
       assert.deepEqual(await cache.get(key), allow);
     });
 

@@ -82,6 +82,39 @@ FROM jsonb_to_recordset($1::jsonb) AS x(time timestamptz, decision_id text, even
   cache_hit boolean, approval_id text)
 ON CONFLICT DO NOTHING`;
 
+const COPY_COLUMNS = [
+  'time', 'decision_id', 'event', 'instance', 'subject', 'issuer', 'jti', 'chain', 'step', 'session_id', 'shim',
+  'resource_kind', 'resource_name', 'request_summary', 'effect', 'reasons', 'code', 'policy_revision', 'latency_us',
+  'cache_hit', 'approval_id',
+] as const;
+const COPY_SQL = `COPY decision_log (${COPY_COLUMNS.join(', ')}) FROM STDIN`;
+
+/**
+ * Rows in COPY text format (PostgreSQL docs, "COPY — File Formats — Text Format"): tab
+ * separated, `\N` for NULL, backslash escapes for backslash, tab, newline and CR. Written by
+ * hand because it is four escapes; a CSV library would add nothing but overhead here.
+ */
+function copyText(rows: Record<string, unknown>[]): string {
+  const esc = (s: string) => s.replace(/[\\\t\n\r]/g, (c) => (c === '\\' ? '\\\\' : c === '\t' ? '\\t' : c === '\n' ? '\\n' : '\\r'));
+  const arrayLiteral = (items: unknown[]) =>
+    '{' + items.map((i) => '"' + String(i).replace(/\\/g, '\\\\').replace(/"/g, '\\"') + '"').join(',') + '}';
+  let out = '';
+  for (const row of rows) {
+    const fields = COPY_COLUMNS.map((col) => {
+      const v = row[col];
+      if (col === 'event' && (v === undefined || v === null)) return 'decision';
+      if (col === 'reasons') return esc(arrayLiteral(Array.isArray(v) ? v : []));
+      if (col === 'latency_us') return String(typeof v === 'number' ? Math.round(v) : 0);
+      if (col === 'cache_hit') return v === true ? 't' : 'f';
+      if (v === undefined || v === null) return '\\N';
+      if (col === 'request_summary') return esc(JSON.stringify(v));
+      return esc(String(v));
+    });
+    out += fields.join('\t') + '\n';
+  }
+  return out;
+}
+
 /** Stats for tests, health and the benchmark. */
 export interface DecisionLogStats {
   appended: number;
@@ -149,8 +182,25 @@ export async function createDecisionLog(
     return { ...e, request_summary: summary, instance: config.instanceId };
   }
 
-  async function insertChunk(entries: DecisionLogEntry[]): Promise<void> {
+  /**
+   * Fresh segments go in with COPY (several times faster than INSERT on Postgres); decision
+   * ids are new UUIDs, so a first attempt cannot conflict. Anything that may already be
+   * partly stored — a retry after an error, a segment recovered at start — takes the
+   * idempotent INSERT … ON CONFLICT DO NOTHING, which keeps replay exactly-once.
+   */
+  async function insertChunk(entries: DecisionLogEntry[], fresh: boolean): Promise<void> {
     await partitions.ensure(entries.map((e) => utcDay(e.time)));
+    if (fresh && db.copyFrom) {
+      try {
+        await db.copyFrom(COPY_SQL, copyText(entries.map(toRow)));
+        stats.inserted += entries.length;
+        return;
+      } catch (err) {
+        // A duplicate (the same entry appended twice) fails the whole COPY; the idempotent
+        // path below stores the rest. Any other error is an outage, handled by the caller.
+        if ((err as { code?: string }).code !== '23505') throw err;
+      }
+    }
     const r = await db.query(INSERT_SQL, [JSON.stringify(entries.map(toRow))]);
     stats.inserted += r.rowCount;
     stats.duplicates += entries.length - r.rowCount;
@@ -161,6 +211,8 @@ export async function createDecisionLog(
     while (pending.length > 0) {
       const seg = pending[0]!;
       let entries = seg.entries;
+      const fresh = !seg.attempted;
+      seg.attempted = true;
       if (entries === null) {
         const read = await spool.read(seg);
         entries = read.entries;
@@ -174,7 +226,7 @@ export async function createDecisionLog(
           if (!ok) log.error({ decision_id: e.decision_id }, 'decision log entry is malformed; skipped');
           return ok;
         });
-        if (valid.length > 0) await insertChunk(valid);
+        if (valid.length > 0) await insertChunk(valid, fresh);
       }
       pending.shift();
       if (seg.entries !== null) buffered -= seg.entries.length;

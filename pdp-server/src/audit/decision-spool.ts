@@ -23,6 +23,12 @@ export interface Segment {
   /** True once the file content is known to be complete (no failed write). */
   fileIntact: boolean;
   synced: boolean;
+  /**
+   * True once any of its rows may have reached the database (an insert was tried, or the
+   * segment was left over from an earlier run). Such a segment is only ever written with the
+   * idempotent INSERT … ON CONFLICT DO NOTHING; a fresh one may take the COPY fast path.
+   */
+  attempted: boolean;
 }
 
 export class DecisionSpool {
@@ -45,7 +51,7 @@ export class DecisionSpool {
       .filter((x): x is { n: string; m: RegExpExecArray } => x.m !== null)
       .sort((a, b) => (a.n < b.n ? -1 : 1));
     for (const { m } of names) this.seq = Math.max(this.seq, Number(m[1]));
-    return names.map(({ n }) => ({ file: path.join(this.dir, n), entries: null, count: -1, fileIntact: true, synced: true }));
+    return names.map(({ n }) => ({ file: path.join(this.dir, n), entries: null, count: -1, fileIntact: true, synced: true, attempted: true }));
   }
 
   /** Journal one entry into the active segment (opened on demand). Never throws. */
@@ -53,7 +59,7 @@ export class DecisionSpool {
     let seg = this.active;
     if (seg === null) {
       this.seq += 1;
-      seg = { file: path.join(this.dir, `seg-${String(this.seq).padStart(16, '0')}.ndjson`), entries: [], count: 0, fileIntact: true, synced: false };
+      seg = { file: path.join(this.dir, `seg-${String(this.seq).padStart(16, '0')}.ndjson`), entries: [], count: 0, fileIntact: true, synced: false, attempted: false };
       this.active = seg;
       try {
         this.fd = openSync(seg.file, 'a', 0o600);

@@ -120,14 +120,15 @@ export function memoryCache(max: number): DecisionCache {
         return undefined;
       }
       c.hits++;
-      // A copy, so a caller mutating its answer cannot change what the next caller gets.
-      return structuredClone(v);
+      // Stored deep-frozen (below), so handing out the same object is safe: nobody can
+      // change what the next caller gets, and a hit costs no copy.
+      return v;
     },
     async set(key, value, ttlMs) {
       const ttl = clampTtl(ttlMs);
       if (ttl <= 0) return;
       try {
-        lru.set(key, structuredClone(value), { ttl });
+        lru.set(key, deepFreeze(structuredClone(value)), { ttl });
       } catch {
         c.errors++;
       }
@@ -182,4 +183,12 @@ export function redisCache(redis: Redis, prefix: string, log: FastifyBaseLogger,
       if (owned) await closeRedis(redis);
     },
   };
+}
+
+function deepFreeze<T>(o: T): T {
+  if (o !== null && typeof o === 'object' && !Object.isFrozen(o)) {
+    for (const v of Object.values(o)) deepFreeze(v);
+    Object.freeze(o);
+  }
+  return o;
 }

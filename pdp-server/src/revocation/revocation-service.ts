@@ -106,10 +106,10 @@ function parseRevocation(data: unknown): Revocation | undefined {
  * Kept this long past the revoked token's expiry: the token verifier accepts a token for a
  * clock skew past exp, and replicas' clocks differ a little.
  */
-const EXPIRY_MARGIN_MS = 60_000;
+export const EXPIRY_MARGIN_MS = 60_000;
 
 /** The in-memory view: only ever grows between prunes (a revocation is never undone). */
-class RevocationSet {
+export class RevocationSet {
   /** jti → expiry in ms (Infinity when unknown). */
   private readonly tokens = new Map<string, number>();
   /** sub → tokens issued before this many ms are revoked; expiry in ms. */
@@ -147,10 +147,6 @@ class RevocationSet {
     for (const [k, exp] of this.tokens) if (exp <= nowMs) (this.tokens.delete(k), n++);
     for (const [k, s] of this.subjects) if (s.expiresMs <= nowMs) (this.subjects.delete(k), n++);
     return n;
-  }
-
-  get size(): number {
-    return this.tokens.size + this.subjects.size;
   }
 }
 

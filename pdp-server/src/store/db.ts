@@ -20,6 +20,11 @@ export interface Db {
   query<R = Record<string, unknown>>(text: string, params?: readonly unknown[]): Promise<QueryResult<R>>;
   /** Several statements without parameters (migrations). */
   exec(sql: string): Promise<void>;
+  /**
+   * `COPY … FROM STDIN` with text-format data (Postgres only: PGlite has no COPY from a
+   * client stream). The bulk path of the decision log.
+   */
+  copyFrom?(copySql: string, data: string): Promise<void>;
   /** Run `fn` on one connection inside BEGIN/COMMIT (ROLLBACK on throw). */
   transaction<T>(fn: (tx: Pick<Db, 'query'>) => Promise<T>): Promise<T>;
   close(): Promise<void>;
@@ -49,8 +54,31 @@ export async function openPostgres(url: string, log?: FastifyBaseLogger): Promis
     async exec(sql) {
       await pool.query(sql);
     },
+    async copyFrom(copySql, data) {
+      const { from } = await import('pg-copy-streams');
+      const { pipeline } = await import('node:stream/promises');
+      const { Readable } = await import('node:stream');
+      const client = await pool.connect();
+      // A server that dies mid-COPY also emits 'error' on the checked-out client; the failure
+      // reaches the caller through the pipeline, so the event only needs a listener.
+      const ignore = () => {};
+      client.on('error', ignore);
+      let failure: Error | undefined;
+      try {
+        await pipeline(Readable.from([data]), client.query(from(copySql)));
+      } catch (err) {
+        failure = err as Error;
+        throw err;
+      } finally {
+        client.off('error', ignore);
+        client.release(failure); // a failed connection is destroyed, not reused
+      }
+    },
     async transaction(fn) {
       const client = await pool.connect();
+      const ignore = () => {};
+      client.on('error', ignore);
+      let failure: Error | undefined;
       try {
         await client.query('BEGIN');
         const out = await fn({
@@ -62,10 +90,12 @@ export async function openPostgres(url: string, log?: FastifyBaseLogger): Promis
         await client.query('COMMIT');
         return out;
       } catch (err) {
+        failure = err as Error;
         await client.query('ROLLBACK').catch(() => {});
         throw err;
       } finally {
-        client.release();
+        client.off('error', ignore);
+        client.release(failure);
       }
     },
     async close() {

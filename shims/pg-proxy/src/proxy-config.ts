@@ -14,11 +14,15 @@ export interface PgProxyConfig {
   tls?: { certFile: string; keyFile: string } | undefined;
   allowPlaintextNonLoopback: boolean;
   approvalWaitS: number;
+  /** pino level; per-statement events (decisions) are logged at `debug`. */
+  logLevel: string;
   maxMessageBytes: number;
   startupTimeoutMs: number;
 }
 
 type Raw = Record<string, unknown>;
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
 export class ConfigError extends Error {
   constructor(readonly problems: string[]) {
@@ -76,6 +80,8 @@ export function loadPgProxyConfig(argv: readonly string[], env: NodeJS.ProcessEn
   if ((certFile === undefined) !== (keyFile === undefined)) problems.push('tls.cert and tls.key must be set together');
   const allowPlain = str('SCOPEGATE_PG_ALLOW_PLAINTEXT_NON_LOOPBACK', 'allowPlaintextNonLoopback', 'false');
   if (allowPlain !== 'true' && allowPlain !== 'false') problems.push('allowPlaintextNonLoopback must be true or false');
+  const logLevel = str('SCOPEGATE_PG_LOG_LEVEL', 'logLevel', 'info') as string;
+  if (!LOG_LEVELS.includes(logLevel)) problems.push(`logLevel must be one of ${LOG_LEVELS.join(', ')}`);
   const config: PgProxyConfig = {
     listen: { host: str('SCOPEGATE_PG_LISTEN_HOST', 'listen.host', '127.0.0.1') as string, port: int('SCOPEGATE_PG_LISTEN_PORT', 'listen.port', 6432) },
     upstream: {
@@ -94,6 +100,7 @@ export function loadPgProxyConfig(argv: readonly string[], env: NodeJS.ProcessEn
     tls: certFile && keyFile ? { certFile, keyFile } : undefined,
     allowPlaintextNonLoopback: allowPlain === 'true',
     approvalWaitS: int('SCOPEGATE_PG_APPROVAL_WAIT_S', 'approvalWaitS', 0),
+    logLevel,
     maxMessageBytes: int('SCOPEGATE_PG_MAX_MESSAGE_BYTES', 'maxMessageBytes', 64 * 1024 * 1024),
     startupTimeoutMs: int('SCOPEGATE_PG_STARTUP_TIMEOUT_MS', 'startupTimeoutMs', 10_000),
   };

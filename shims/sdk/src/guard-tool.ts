@@ -84,19 +84,26 @@ export class ToolRefusedError extends Error {
   }
 }
 
+/**
+ * Any LangChain tool: StructuredTool and its subclasses (checked at run time for `_call`).
+ * Structural rather than StructuredToolInterface, which DynamicTool does not satisfy under
+ * exactOptionalPropertyTypes.
+ */
+export type GuardableTool = Pick<StructuredToolInterface, 'name' | 'invoke'>;
+
 type CallFn = (arg: unknown, runManager?: CallbackManagerForToolRun, parentConfig?: RunnableConfig) => unknown;
 
 /** Marks a guarded tool so guarding twice does not ask twice. */
 const GUARDED = Symbol.for('scopegate.guarded');
 
-export function guardTool<T extends StructuredToolInterface>(tool: T, options: GuardToolOptions): T {
+export function guardTool<T extends GuardableTool>(tool: T, options: GuardToolOptions): T {
   const original = (tool as unknown as { _call?: CallFn })._call;
   if (typeof original !== 'function') throw new TypeError('guardTool needs a LangChain tool (StructuredTool, DynamicStructuredTool, DynamicTool or tool())');
   if ((tool as unknown as Record<symbol, unknown>)[GUARDED]) return tool;
   const resource = options.resource ?? tool.name;
   const action = options.action ?? 'call';
   const waitS = Math.max(0, Math.min(3600, Math.floor(options.approvalWaitS ?? 0)));
-  const schemaHash = hashSchema(tool.schema);
+  const schemaHash = hashSchema((tool as { schema?: unknown }).schema);
   const contentAndArtifact = (tool as { responseFormat?: string }).responseFormat === 'content_and_artifact';
 
   const guarded = Object.create(tool) as T;

@@ -5,6 +5,7 @@
  */
 import pg from 'pg';
 import type { ChatOpenAIFields } from '@langchain/openai';
+import { DECISION_ID_HEADER } from '../../../pdp-server/src/contract.js';
 import type { Decider } from './guard-tool.js';
 
 /** Header the http-proxy reads to put its decisions into a session's audit timeline. */
@@ -82,6 +83,25 @@ export async function proxyRefusal(res: Response): Promise<ProxyRefusal | undefi
   } catch {
     return undefined;
   }
+}
+
+/**
+ * Read an http-proxy refusal out of an error thrown by an OpenAI-compatible client (ChatOpenAI,
+ * openai): the status and the decision id header. The proxy's `{code}` body is not in
+ * OpenAI's error format, so the client drops it; the status says enough (401 token, 403
+ * denied or approval, 503 PDP unreachable).
+ */
+export function llmRefusal(err: unknown): { status: number; decisionId?: string } | undefined {
+  const e = err as { status?: unknown; headers?: unknown };
+  if (typeof e?.status !== 'number' || ![401, 403, 503].includes(e.status)) return undefined;
+  let decisionId: string | undefined;
+  const h = e.headers;
+  if (h instanceof Headers) decisionId = h.get(DECISION_ID_HEADER) ?? undefined;
+  else if (h && typeof h === 'object') {
+    const v = (h as Record<string, unknown>)[DECISION_ID_HEADER];
+    if (typeof v === 'string') decisionId = v;
+  }
+  return { status: e.status, ...(decisionId ? { decisionId } : {}) };
 }
 
 export interface PgProxyTarget {

@@ -1,0 +1,136 @@
+/**
+ * `/v1/decide` latency with the decision log on vs off, in one run: two PDP processes on the
+ * same machine, each with its own throwaway database on the local Postgres, first probed for
+ * peak throughput, then driven at a fixed rate (half the slower one's peak) on an even
+ * schedule; p50/p99 are measured from when each request was due. Requests repeat one warm
+ * decision with a rotating session id, so every answer is a new log row.
+ *
+ *   npx tsx bench/decision-log/decide-p99.ts [--duration 10]
+ *
+ * Target (issue 4): p99 with logging ≤ 1.2 × p99 without.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import pg from 'pg';
+import { runLoad, runPaced, type PhaseResult } from '../pdp-vs-opa/load.js';
+import { startScopegate, type RunningScopegate } from '../pdp-vs-opa/servers.js';
+import { BENCH_SCOPES, decideBody } from '../pdp-vs-opa/workload.js';
+
+const { values } = parseArgs({ options: { duration: { type: 'string', default: '10' }, connections: { type: 'string', default: '16' } } });
+const DURATION = Number(values.duration);
+const CONNECTIONS = Number(values.connections);
+const PG_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+
+async function database(name: string): Promise<{ url: string; drop(): Promise<void> }> {
+  const admin = new pg.Client({ connectionString: PG_URL });
+  await admin.connect();
+  await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+  await admin.query(`CREATE DATABASE ${name}`);
+  await admin.end();
+  const u = new URL(PG_URL);
+  u.pathname = `/${name}`;
+  return {
+    url: u.toString(),
+    async drop() {
+      const c = new pg.Client({ connectionString: PG_URL });
+      await c.connect();
+      await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      await c.end();
+    },
+  };
+}
+
+interface Target {
+  label: string;
+  server: RunningScopegate;
+  token: string;
+  db: { url: string; drop(): Promise<void> };
+  dir: string;
+}
+
+async function start(label: string, logOn: boolean): Promise<Target> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), `sg-bench-${label}-`));
+  const db = await database(`sg_bench_${label.replace(/\W/g, '_')}`);
+  const server = await startScopegate({
+    dataDir: dir,
+    env: { DATABASE_URL: db.url, SCOPEGATE_DECISION_LOG: String(logOn), SCOPEGATE_CACHE: 'memory' },
+  });
+  const res = await fetch(`${server.url}/v1/tokens`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${server.adminKey}` },
+    body: JSON.stringify({ sub: 'bench', scopes: BENCH_SCOPES, ttl_s: 3600 }),
+  });
+  const { token } = (await res.json()) as { token: string };
+  return { label, server, token, db, dir };
+}
+
+function spec(t: Target) {
+  let i = 0;
+  return {
+    url: t.server.url,
+    path: '/v1/decide',
+    headers: { authorization: `Bearer ${t.server.shimKey}` },
+    body: () => {
+      const b = decideBody(t.token, 'public.orders');
+      b.context = { ...b.context, session_id: `bench-${i++ % 1000}` };
+      return JSON.stringify(b);
+    },
+    connections: CONNECTIONS,
+    durationS: DURATION,
+    verify: (body: string) => body.includes('"effect":"allow"'),
+  };
+}
+
+async function rowCount(url: string): Promise<number> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    return Number((await c.query<{ n: string }>('SELECT count(*) AS n FROM decision_log')).rows[0]!.n);
+  } finally {
+    await c.end();
+  }
+}
+
+const fmt = (r: PhaseResult) => `${r.rps.toFixed(0).padStart(7)} req/s  p50 ${r.p50Ms.toFixed(3)} ms  p99 ${r.p99Ms.toFixed(3)} ms  errors ${r.errors + r.non2xx + r.mismatches}`;
+
+const targets: Target[] = [];
+try {
+  console.log(`load average before: ${os.loadavg().map((l) => l.toFixed(2)).join(' ')} (${os.cpus().length} cpus)`);
+  targets.push(await start('log_on', true), await start('log_off', false));
+  for (const t of targets) await runLoad({ ...spec(t), durationS: 2 }); // warm-up
+  const peak: Record<string, PhaseResult> = {};
+  for (const t of targets) {
+    peak[t.label] = await runLoad(spec(t));
+    console.log(`peak ${t.label.padEnd(8)} ${fmt(peak[t.label]!)}`);
+  }
+  const rate = Math.floor(Math.min(...Object.values(peak).map((r) => r.rps)) / 2);
+  const paced: Record<string, PhaseResult> = {};
+  // Alternate the order over two rounds so drift in machine load hits both sides alike.
+  for (const round of [0, 1]) {
+    for (const t of round === 0 ? targets : [...targets].reverse()) {
+      const r = await runPaced({ ...spec(t), rate, graceS: 3 });
+      const prev = paced[t.label];
+      paced[t.label] = prev && prev.p99Ms <= r.p99Ms ? prev : r; // best of two rounds for each side
+      console.log(`paced ${t.label.padEnd(8)} @ ${rate}/s ${fmt(r)}`);
+    }
+  }
+  const on = paced.log_on!;
+  const off = paced.log_off!;
+  const logged = await rowCount(targets[0]!.db.url);
+  console.log('');
+  console.log('| decision log | peak req/s | p50 at half peak (ms) | p99 at half peak (ms) |');
+  console.log('|---|---:|---:|---:|');
+  console.log(`| on  | ${peak.log_on!.rps.toFixed(0)} | ${on.p50Ms.toFixed(3)} | ${on.p99Ms.toFixed(3)} |`);
+  console.log(`| off | ${peak.log_off!.rps.toFixed(0)} | ${off.p50Ms.toFixed(3)} | ${off.p99Ms.toFixed(3)} |`);
+  const ratio = on.p99Ms / off.p99Ms;
+  console.log(`\np99 on/off: ${ratio.toFixed(2)}× (target ≤ 1.2×: ${ratio <= 1.2 ? 'MET' : 'MISSED'}); rows logged by the "on" server: ${logged}`);
+  console.log(`load average after: ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`);
+} finally {
+  for (const t of targets) {
+    await t.server.stop();
+    await t.db.drop().catch(() => {});
+    await rm(t.dir, { recursive: true, force: true });
+  }
+}
