@@ -2,10 +2,11 @@
  * Builds the PDP: plugins for each concern, then the routes. `server.ts` listens; tests call
  * `buildApp(config)` and use `app.inject` or `app.listen({port: 0})`.
  */
-import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import Fastify, { LogController, type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import swagger from '@fastify/swagger';
 import type { Config } from './config.js';
 import { LIMITS } from './contract.js';
+import { ERRORS } from './errors.js';
 import { loadCredentials } from './auth/credentials.js';
 import authPlugin from './plugins/auth.js';
 import errorsPlugin from './plugins/errors.js';
@@ -30,7 +31,14 @@ export async function buildApp(config: Readonly<Config>, opts: BuildOptions = {}
     logger: opts.logger ?? false,
     bodyLimit: LIMITS.bodyBytes,
     // The decision log is the audit trail; per-request access logs would only duplicate it.
-    disableRequestLogging: true,
+    logController: new LogController({ disableRequestLogging: true }),
+    // Errors raised by the router itself (over-long path parameters, malformed URLs) get the
+    // same {code, message} body as every other error.
+    frameworkErrors: (err, _request, reply) => {
+      const code = err.code === 'FST_ERR_MAX_PARAM_LENGTH' ? 'uri_too_long' : 'bad_request';
+      const raw = reply as unknown as { code(n: number): { send(b: unknown): void } };
+      raw.code(ERRORS[code].status).send({ code, message: ERRORS[code].message });
+    },
     // Fastify's default coercion (query strings arrive as text: ?wait=30, ?limit=50).
     ajv: { customOptions: { allErrors: false, coerceTypes: 'array', removeAdditional: false } },
     return503OnClosing: true,

@@ -11,6 +11,7 @@ export const ERRORS = {
   unsupported_media_type: { status: 415, message: 'The request body must be application/json.' },
   input_too_deep: { status: 400, message: 'The input is nested too deeply.' },
   not_found: { status: 404, message: 'No such resource.' },
+  uri_too_long: { status: 414, message: 'The request path is too long.' },
   method_not_allowed: { status: 405, message: 'Method not allowed.' },
 
   // management credentials

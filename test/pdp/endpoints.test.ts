@@ -85,3 +85,21 @@ describe('service endpoints', () => {
     assert.equal(res.json().code, 'not_found');
   });
 });
+
+describe('router errors', () => {
+  it('an over-long path parameter answers 414 with a code', async () => {
+    const pdp = await startPdp({ listen: false });
+    try {
+      const res = await pdp.app.inject({
+        method: 'POST',
+        url: `/v1/tokens/${'a'.repeat(200)}/revoke`,
+        headers: { authorization: `Bearer ${pdp.adminKey}` },
+        payload: {},
+      });
+      assert.equal(res.statusCode, 414);
+      assert.equal(res.json().code, 'uri_too_long');
+    } finally {
+      await pdp.close();
+    }
+  });
+});

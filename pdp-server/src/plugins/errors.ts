@@ -34,7 +34,8 @@ export default fp(
         code = 'malformed_json';
         message = ERRORS[code].message;
       } else if (typeof err.statusCode === 'number' && err.statusCode >= 400 && err.statusCode < 500) {
-        code = err.statusCode === 413 ? 'body_too_large' : err.statusCode === 415 ? 'unsupported_media_type' : 'bad_request';
+        code =
+          err.statusCode === 413 ? 'body_too_large' : err.statusCode === 414 ? 'uri_too_long' : err.statusCode === 415 ? 'unsupported_media_type' : 'bad_request';
         message = ERRORS[code].message;
       } else {
         code = 'internal';
