@@ -14,6 +14,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
+import { createThrowawayDatabase, type ThrowawayDatabase } from '../../test/cluster/test-services.js';
 import { runLoad, runPaced, type PhaseResult } from '../pdp-vs-opa/load.js';
 import { startScopegate, type RunningScopegate } from '../pdp-vs-opa/servers.js';
 import { BENCH_SCOPES, decideBody } from '../pdp-vs-opa/workload.js';
@@ -21,38 +22,17 @@ import { BENCH_SCOPES, decideBody } from '../pdp-vs-opa/workload.js';
 const { values } = parseArgs({ options: { duration: { type: 'string', default: '10' }, connections: { type: 'string', default: '16' } } });
 const DURATION = Number(values.duration);
 const CONNECTIONS = Number(values.connections);
-const PG_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
-
-async function database(name: string): Promise<{ url: string; drop(): Promise<void> }> {
-  const admin = new pg.Client({ connectionString: PG_URL });
-  await admin.connect();
-  await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-  await admin.query(`CREATE DATABASE ${name}`);
-  await admin.end();
-  const u = new URL(PG_URL);
-  u.pathname = `/${name}`;
-  return {
-    url: u.toString(),
-    async drop() {
-      const c = new pg.Client({ connectionString: PG_URL });
-      await c.connect();
-      await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-      await c.end();
-    },
-  };
-}
-
 interface Target {
   label: string;
   server: RunningScopegate;
   token: string;
-  db: { url: string; drop(): Promise<void> };
+  db: ThrowawayDatabase;
   dir: string;
 }
 
 async function start(label: string, logOn: boolean): Promise<Target> {
   const dir = await mkdtemp(path.join(os.tmpdir(), `sg-bench-${label}-`));
-  const db = await database(`sg_bench_${label.replace(/\W/g, '_')}`);
+  const db = await createThrowawayDatabase();
   const server = await startScopegate({
     dataDir: dir,
     env: { DATABASE_URL: db.url, SCOPEGATE_DECISION_LOG: String(logOn), SCOPEGATE_CACHE: 'memory' },

@@ -14,19 +14,9 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { REPO_ROOT } from '../../pdp-server/src/config.js';
 import { startPdp, type RunningPdp } from '../support/pdp.js';
+import { freePort } from '../cluster/test-services.js';
 
 const NGINX = ['/usr/sbin/nginx', '/usr/bin/nginx'].find((p) => existsSync(p));
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-    s.on('error', reject);
-  });
-}
 
 describe('nginx auth_request → /v1/check/http', () => {
   let pdp: RunningPdp;

@@ -7,11 +7,10 @@ import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { randomBytes } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
-import pg from 'pg';
 import { buildApp } from '../../pdp-server/src/app.js';
 import { loadConfig, REPO_ROOT, type Config } from '../../pdp-server/src/config.js';
+import { createThrowawayDatabase, SHARED_PG_URL } from '../cluster/test-services.js';
 
 /** The bundle `npm test` builds before the tests run (pretest). */
 export const BUILT_BUNDLE = path.join(REPO_ROOT, '.scopegate', 'build', 'bundle.tar.gz');
@@ -41,41 +40,12 @@ export interface StartPdpOptions {
   embedded?: boolean;
 }
 
-export const TEST_DATABASE_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
-
-/** A fresh database on the test Postgres, so each PDP has its own log, revocations and bundles. */
-export async function createTestDatabase(): Promise<{ url: string; drop(): Promise<void> }> {
-  const name = `sg_pdp_${Date.now().toString(36)}_${randomBytes(4).toString('hex')}`;
-  const admin = new pg.Client({ connectionString: TEST_DATABASE_URL });
-  try {
-    await admin.connect();
-  } catch (err) {
-    throw new Error(`the test Postgres at ${TEST_DATABASE_URL} is required: ${(err as Error).message}`);
-  }
-  try {
-    await admin.query(`CREATE DATABASE ${name}`);
-  } finally {
-    await admin.end();
-  }
-  const url = new URL(TEST_DATABASE_URL);
-  url.pathname = `/${name}`;
-  return {
-    url: url.toString(),
-    async drop() {
-      const c = new pg.Client({ connectionString: TEST_DATABASE_URL });
-      await c.connect();
-      try {
-        await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-      } finally {
-        await c.end();
-      }
-    },
-  };
-}
+/** The Postgres the tests use (each PDP gets a throwaway database on it). */
+export const TEST_DATABASE_URL = SHARED_PG_URL;
 
 export async function startPdp(opts: StartPdpOptions = {}): Promise<RunningPdp> {
   const dataDir = await mkdtemp(path.join(os.tmpdir(), 'scopegate-test-'));
-  const database = opts.embedded || opts.env?.DATABASE_URL ? undefined : await createTestDatabase();
+  const database = opts.embedded || opts.env?.DATABASE_URL ? undefined : await createThrowawayDatabase();
   const env: Record<string, string> = {
     SCOPEGATE_DATA_DIR: dataDir,
     SCOPEGATE_PORT: '0',

@@ -19,6 +19,8 @@ import type {
   SubjectClaims,
 } from '../contract.js';
 import { isScopegateError, ScopegateError, type ErrorCode } from '../errors.js';
+import type { ApprovalService } from '../approvals/approval-service.js';
+import type { DecisionLog } from '../audit/decision-log.js';
 import type { PolicyEngine } from '../policy/policy-engine.js';
 import { summariseRequest } from './request-summary.js';
 
@@ -40,44 +42,8 @@ export interface CacheKeyParts {
   request: DecisionRequestBody;
   context: Pick<DecisionContext, 'chain' | 'step' | 'shim'>;
 }
-export interface ApprovalResolver {
-  resolve(req: {
-    subject: string;
-    fingerprint: string;
-    reasons: string[];
-    resource: Resource;
-    summary: unknown;
-    mode?: 'once' | 'window';
-    window_s?: number;
-    decision_id: string;
-    context?: { session_id?: string; chain?: string; step?: string };
-  }): Promise<{ effect: 'allow' | 'approval_required'; approval: { id: string; expires_at: string; status: string } }>;
-}
-export interface DecisionLogSink {
-  append(entry: DecisionLogEntry): void;
-}
-export interface DecisionLogEntry {
-  decision_id: string;
-  time: string;
-  subject: string | null;
-  issuer: string | null;
-  jti: string | null;
-  chain: string | null;
-  step: string | null;
-  session_id: string | null;
-  shim: string | null;
-  resource_kind: string;
-  resource_name: string;
-  request_summary: unknown;
-  effect: Effect;
-  reasons: string[];
-  code: string | null;
-  policy_revision: string;
-  latency_us: number;
-  cache_hit: boolean;
-  approval_id: string | null;
-  event?: string;
-}
+export type ApprovalResolver = Pick<ApprovalService, 'resolve'>;
+export type DecisionLogSink = Pick<DecisionLog, 'append'>;
 export interface DecisionObserver {
   /** Called once per decision, for metrics. */
   observe(d: { effect: Effect; cacheHit: boolean; seconds: number; code: string | undefined }): void;
