@@ -15,7 +15,18 @@ const of = <K extends AgentEvent['kind']>(r: DemoResult, step: string, kind: K) 
 test('npm run demo: every step ends as the policy says, and the session timeline shows it', { timeout: 120_000 }, async () => {
   const r = await runDemo({ databaseUrl: TEST_DATABASE_URL, approvalWaitS: 2 });
   assert.equal(r.database, 'postgres');
+  assertDemo(r);
+});
 
+// The fresh-machine path of `npm run demo`: no DATABASE_URL, so the demo database is embedded
+// PGlite served over the wire protocol and the PDP logs to its own PGlite.
+test('npm run demo on embedded PGlite gives the same outcomes', { timeout: 240_000 }, async () => {
+  const r = await runDemo({ approvalWaitS: 2 });
+  assert.equal(r.database, 'pglite');
+  assertDemo(r);
+});
+
+function assertDemo(r: DemoResult): void {
   // 1. lookup through pg-proxy: rows come back, the SSN column masked.
   const [lookup] = of(r, 'lookup', 'tool_result');
   assert.ok(lookup);
@@ -81,4 +92,4 @@ test('npm run demo: every step ends as the policy says, and the session timeline
   // Time order.
   const times = t.map((i) => Date.parse(i.time));
   assert.deepEqual([...times].sort((a, b) => a - b), times);
-});
+}

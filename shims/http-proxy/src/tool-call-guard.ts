@@ -101,16 +101,50 @@ interface HeldCall {
   args: string;
 }
 
-/** SSE transform: hold streamed tool calls per choice, decide them at the choice's end, release or refuse. */
-export function createSseToolGuard(check: ToolCallChecker): Transform {
-  const decoder = new StringDecoder('utf8');
-  let buffer = '';
-  const held = new Map<number, Map<number, HeldCall>>();
-  let template: Json = {};
+/**
+ * The streamed guard as a plain object: `write` returns the text to send, synchronously
+ * unless a held call must be decided first (then a promise). Callers feed it serially —
+ * the next `write` only after the previous result settled. Events without tool-call work
+ * pass through in the same tick, so the first bytes of an answer are not delayed.
+ */
+export class SseToolGuard {
+  readonly #decoder = new StringDecoder('utf8');
+  #buffer = '';
+  readonly #held = new Map<number, Map<number, HeldCall>>();
+  #template: Json = {};
 
-  function hold(choice: number, fragments: unknown[]): void {
-    const calls = held.get(choice) ?? new Map<number, HeldCall>();
-    held.set(choice, calls);
+  constructor(private readonly check: ToolCallChecker) {}
+
+  /** Feed bytes; the text to release (or a promise of it). Throws ToolGuardError. */
+  write(data: Buffer | string): string | Promise<string> {
+    this.#buffer += typeof data === 'string' ? data : this.#decoder.write(data);
+    return this.#events('');
+  }
+
+  /** End of the upstream stream: the unfinished event and every held call. */
+  end(): string | Promise<string> {
+    this.#buffer += this.#decoder.end();
+    const tail = this.#buffer.trim() === '' ? '' : this.#event(this.#buffer);
+    this.#buffer = '';
+    const withHeld = (t: string): string | Promise<string> => (this.#held.size === 0 ? t : this.#releaseAll().then((r) => t + r));
+    return typeof tail === 'string' ? withHeld(tail) : tail.then(withHeld);
+  }
+
+  #events(out: string): string | Promise<string> {
+    for (let m = EVENT_BOUNDARY.exec(this.#buffer); m; m = EVENT_BOUNDARY.exec(this.#buffer)) {
+      const raw = this.#buffer.slice(0, m.index);
+      this.#buffer = this.#buffer.slice(m.index + m[0].length);
+      const r = this.#event(raw);
+      if (typeof r !== 'string') return r.then((text) => this.#events(out + text));
+      out += r;
+    }
+    if (this.#buffer.length > TOOL_GUARD_LIMITS.eventChars) throw new ToolGuardError('sse_event_too_large');
+    return out;
+  }
+
+  #hold(choice: number, fragments: unknown[]): void {
+    const calls = this.#held.get(choice) ?? new Map<number, HeldCall>();
+    this.#held.set(choice, calls);
     for (const f of fragments) {
       if (!isObj(f)) continue;
       const index = typeof f.index === 'number' ? f.index : 0;
@@ -130,12 +164,12 @@ export function createSseToolGuard(check: ToolCallChecker): Transform {
   }
 
   /** Decide a choice's held calls; returns the delta to release and whether any call survived. */
-  async function release(choice: number): Promise<{ delta: Json; anyAllowed: boolean } | undefined> {
-    const calls = held.get(choice);
-    held.delete(choice);
+  async #release(choice: number): Promise<{ delta: Json; anyAllowed: boolean } | undefined> {
+    const calls = this.#held.get(choice);
+    this.#held.delete(choice);
     if (!calls || calls.size === 0) return undefined;
     const list = [...calls.values()];
-    const decisions = await decideAll(list, check);
+    const decisions = await decideAll(list, this.check);
     const toolCalls: Json[] = [];
     const refusals: string[] = [];
     list.forEach((c, i) => {
@@ -150,23 +184,25 @@ export function createSseToolGuard(check: ToolCallChecker): Transform {
     return { delta, anyAllowed: toolCalls.length > 0 };
   }
 
-  const chunkEvent = (choices: Json[]) => `data: ${JSON.stringify({ ...template, object: template.object ?? 'chat.completion.chunk', choices })}\n\n`;
+  #chunkEvent(choices: Json[]): string {
+    return `data: ${JSON.stringify({ ...this.#template, object: this.#template.object ?? 'chat.completion.chunk', choices })}\n\n`;
+  }
 
-  async function releaseAll(): Promise<string> {
+  async #releaseAll(): Promise<string> {
     let out = '';
-    for (const index of [...held.keys()]) {
-      const r = await release(index);
-      if (r) out += chunkEvent([{ index, delta: r.delta, finish_reason: null }]);
+    for (const index of [...this.#held.keys()]) {
+      const r = await this.#release(index);
+      if (r) out += this.#chunkEvent([{ index, delta: r.delta, finish_reason: null }]);
     }
     return out;
   }
 
-  async function event(raw: string): Promise<string> {
+  #event(raw: string): string | Promise<string> {
     const passthrough = raw + '\n\n';
     const dataLines = raw.split(/\r\n|\n|\r/).filter((l) => l.startsWith('data:'));
     if (dataLines.length === 0) return passthrough;
     const payload = dataLines.map((l) => l.slice(l[5] === ' ' ? 6 : 5)).join('\n');
-    if (payload === '[DONE]') return (await releaseAll()) + passthrough;
+    if (payload === '[DONE]') return this.#held.size === 0 ? passthrough : this.#releaseAll().then((r) => r + passthrough);
     let chunk: unknown;
     try {
       chunk = JSON.parse(payload);
@@ -174,67 +210,84 @@ export function createSseToolGuard(check: ToolCallChecker): Transform {
       return passthrough;
     }
     if (!isObj(chunk) || !Array.isArray(chunk.choices)) return passthrough;
-    template = { id: chunk.id, object: chunk.object, created: chunk.created, model: chunk.model };
-    let touched = false;
-    let before = '';
-    const choices: unknown[] = [];
+    this.#template = { id: chunk.id, object: chunk.object, created: chunk.created, model: chunk.model };
+    // First pass (synchronous): hold fragments, note which choices finished with calls held.
+    const seen: Array<{ choice: Json; index: number; delta: Json | undefined; held: boolean; finished: boolean } | { raw: unknown }> = [];
+    const toRelease: number[] = [];
     for (const [n, choice] of chunk.choices.entries()) {
       if (!isObj(choice)) {
-        choices.push(choice);
+        seen.push({ raw: choice });
         continue;
       }
       const index = typeof choice.index === 'number' ? choice.index : n;
       const delta = isObj(choice.delta) ? choice.delta : undefined;
+      let held = false;
       if (delta && Array.isArray(delta.tool_calls)) {
-        hold(index, delta.tool_calls);
+        this.#hold(index, delta.tool_calls);
         delete delta.tool_calls;
-        touched = true;
+        held = true;
       }
       const finished = choice.finish_reason !== null && choice.finish_reason !== undefined;
-      if (finished && held.has(index)) {
-        const r = await release(index);
-        if (r) {
-          before += chunkEvent([{ index, delta: r.delta, finish_reason: null }]);
-          if (!r.anyAllowed && choice.finish_reason === 'tool_calls') choice.finish_reason = 'stop';
-          touched = true;
-        }
-      }
-      // A chunk that only carried held fragments is dropped rather than sent empty.
-      const empty = !finished && (!delta || Object.keys(delta).length === 0) && choice.logprobs == null;
-      if (!(touched && empty)) choices.push(choice);
+      if (finished && this.#held.has(index)) toRelease.push(index);
+      seen.push({ choice, index, delta, held, finished });
     }
-    if (!touched) return passthrough;
-    if (choices.length === 0 && chunk.usage == null) return before;
-    return before + `data: ${JSON.stringify({ ...chunk, choices })}\n\n`;
+    // Second pass: build the answer, with the decisions of the released calls when there are any.
+    const build = (released: ReadonlyMap<number, { delta: Json; anyAllowed: boolean } | undefined>): string => {
+      let touched = false;
+      let before = '';
+      const choices: unknown[] = [];
+      for (const entry of seen) {
+        if ('raw' in entry) {
+          choices.push(entry.raw);
+          continue;
+        }
+        const { choice, index, delta, finished } = entry;
+        if (entry.held) touched = true;
+        if (released.has(index)) {
+          const r = released.get(index);
+          if (r) {
+            before += this.#chunkEvent([{ index, delta: r.delta, finish_reason: null }]);
+            if (!r.anyAllowed && choice.finish_reason === 'tool_calls') choice.finish_reason = 'stop';
+            touched = true;
+          }
+        }
+        // A chunk that only carried held fragments is dropped rather than sent empty.
+        const empty = !finished && (!delta || Object.keys(delta).length === 0) && choice.logprobs == null;
+        if (!(touched && empty)) choices.push(choice);
+      }
+      if (!touched) return passthrough;
+      if (choices.length === 0 && chunk.usage == null) return before;
+      return before + `data: ${JSON.stringify({ ...chunk, choices })}\n\n`;
+    };
+    if (toRelease.length === 0) return build(new Map());
+    return (async () => {
+      const released = new Map<number, { delta: Json; anyAllowed: boolean } | undefined>();
+      for (const index of toRelease) if (!released.has(index)) released.set(index, await this.#release(index));
+      return build(released);
+    })();
   }
+}
 
+/** SSE transform: hold streamed tool calls per choice, decide them at the choice's end, release or refuse. */
+export function createSseToolGuard(check: ToolCallChecker): Transform {
+  const guard = new SseToolGuard(check);
+  const settle = (produce: () => string | Promise<string>, cb: TransformCallback): void => {
+    let out: string | Promise<string>;
+    try {
+      out = produce();
+    } catch (err) {
+      cb(err as Error);
+      return;
+    }
+    if (typeof out === 'string') cb(null, out === '' ? undefined : out);
+    else out.then((text) => cb(null, text === '' ? undefined : text), (err: Error) => cb(err));
+  };
   return new Transform({
     transform(data: Buffer, _enc, cb: TransformCallback) {
-      buffer += decoder.write(data);
-      (async () => {
-        let out = '';
-        for (let m = EVENT_BOUNDARY.exec(buffer); m; m = EVENT_BOUNDARY.exec(buffer)) {
-          const raw = buffer.slice(0, m.index);
-          buffer = buffer.slice(m.index + m[0].length);
-          out += await event(raw);
-        }
-        if (buffer.length > TOOL_GUARD_LIMITS.eventChars) throw new ToolGuardError('sse_event_too_large');
-        return out;
-      })().then(
-        (out) => cb(null, out === '' ? undefined : out),
-        (err: Error) => cb(err),
-      );
+      settle(() => guard.write(data), cb);
     },
     flush(cb: TransformCallback) {
-      buffer += decoder.end();
-      (async () => {
-        const tail = buffer.trim() === '' ? '' : await event(buffer);
-        buffer = '';
-        return tail + (await releaseAll());
-      })().then(
-        (out) => cb(null, out === '' ? undefined : out),
-        (err: Error) => cb(err),
-      );
+      settle(() => guard.end(), cb);
     },
   });
 }

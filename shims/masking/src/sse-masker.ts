@@ -56,9 +56,12 @@ export class SseMasker {
     this.maxToolArgsChars = opts.maxToolArgsChars ?? 256 * 1024;
   }
 
-  /** Feed raw bytes; returns the masked bytes ready to send (possibly empty). Throws SseMaskError. */
-  write(chunk: Buffer): string {
-    this.buffer += this.decoder.write(chunk);
+  /**
+   * Feed raw bytes (or text already decoded by an earlier stage — use one kind per stream);
+   * returns the masked text ready to send (possibly empty). Throws SseMaskError.
+   */
+  write(chunk: Buffer | string): string {
+    this.buffer += typeof chunk === 'string' ? chunk : this.decoder.write(chunk);
     let out = '';
     for (let m = EVENT_BOUNDARY.exec(this.buffer); m; m = EVENT_BOUNDARY.exec(this.buffer)) {
       const raw = this.buffer.slice(0, m.index);
