@@ -37,8 +37,12 @@ export interface DecisionLogEntry {
 }
 
 export interface DecisionLog {
-  /** Never blocks the decision and never throws; journals and batches. */
-  append(entry: DecisionLogEntry): void;
+  /**
+   * Journals the entry and queues it for the database. Never throws and never rejects; the
+   * promise resolves once the entry is on the spool (the decide pipeline waits for that
+   * before answering, so an answered decision survives a crash of the process).
+   */
+  append(entry: DecisionLogEntry): Promise<void>;
   /** Everything appended so far is durable (committed to the database, or fsync'ed in the spool). */
   flush(): Promise<void>;
   close(): Promise<void>;
@@ -302,10 +306,10 @@ export async function createDecisionLog(
     append(entry) {
       if (closed) {
         log.error({ decision_id: entry.decision_id }, 'decision log appended after close');
-        return;
+        return Promise.resolve();
       }
       try {
-        spool.append(entry);
+        const journaled = spool.append(entry);
         stats.appended += 1;
         buffered += 1;
         if (spool.activeCount >= opts.batchSize) tick();
@@ -313,9 +317,11 @@ export async function createDecisionLog(
           tickTimer = setTimeout(tick, opts.flushIntervalMs);
           tickTimer.unref();
         }
+        return journaled;
       } catch (err) {
         // append must never break the decision path.
         log.error({ err: (err as Error).message }, 'decision log append failed');
+        return Promise.resolve();
       }
     },
     async flush() {
@@ -348,5 +354,5 @@ export async function createDecisionLog(
 
 /** The log used when SCOPEGATE_DECISION_LOG=false: decisions are not recorded. */
 export function createDisabledDecisionLog(): DecisionLog {
-  return { append() {}, async flush() {}, async close() {} };
+  return { append: () => Promise.resolve(), async flush() {}, async close() {} };
 }

@@ -2,13 +2,15 @@
  * The spool: an append-only journal of decision-log entries in `<dataDir>/spool/`, split into
  * numbered segment files (`seg-<n>.ndjson`, one JSON entry per line).
  *
- * Every entry is written to the current segment with one synchronous write(2) as it is
- * appended, so an entry whose decision was answered survives the PDP process being killed
- * (the bytes are in the OS page cache). A segment is deleted once its entries are committed
+ * Entries are journaled with group commit: the lines appended during one turn of the event
+ * loop go out in one asynchronous write(2) (on libuv's thread pool, so a slow disk never
+ * stalls the event loop), and `append` resolves when that write has completed. The PDP
+ * answers a decision only after its entry is journaled, so an answered decision survives the
+ * process being killed (the bytes are in the OS page cache). A segment is deleted once its entries are committed
  * to the database. While the database is unreachable segments are fsync'ed as they are
  * closed (one fsync per group of entries), so they survive a machine crash too.
  */
-import { closeSync, fsync, mkdirSync, openSync, readdirSync, writeSync } from 'node:fs';
+import { closeSync, fsync, mkdirSync, openSync, readdirSync, write, writeSync } from 'node:fs';
 import { readFile, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import type { DecisionLogEntry } from './decision-log.js';
@@ -36,6 +38,12 @@ export class DecisionSpool {
   private seq = 0;
   private fd: number | null = null;
   private active: Segment | null = null;
+  /** Lines of the active segment not yet handed to write(2), and who waits for them. */
+  private buffered = '';
+  private waiters: (() => void)[] = [];
+  private scheduled = false;
+  /** The last write issued on the active segment's fd; writes on one fd never overlap. */
+  private inflight: Promise<void> = Promise.resolve();
   /** Called with the error of a failed journal write (disk full, …); entries stay in memory. */
   onWriteError: (err: Error) => void = () => {};
 
@@ -54,8 +62,12 @@ export class DecisionSpool {
     return names.map(({ n }) => ({ file: path.join(this.dir, n), entries: null, count: -1, fileIntact: true, synced: true, attempted: true }));
   }
 
-  /** Journal one entry into the active segment (opened on demand). Never throws. */
-  append(entry: DecisionLogEntry): Segment {
+  /**
+   * Journal one entry into the active segment (opened on demand). Never throws; the promise
+   * resolves (never rejects) once the entry's bytes are written, or the write failed and the
+   * entry lives on in memory only.
+   */
+  append(entry: DecisionLogEntry): Promise<void> {
     let seg = this.active;
     if (seg === null) {
       this.seq += 1;
@@ -71,15 +83,47 @@ export class DecisionSpool {
     }
     seg.entries?.push(entry);
     seg.count += 1;
-    if (this.fd !== null && seg.fileIntact) {
-      try {
-        writeSync(this.fd, JSON.stringify(entry) + '\n');
-      } catch (err) {
-        seg.fileIntact = false;
-        this.onWriteError(err as Error);
-      }
+    if (this.fd === null || !seg.fileIntact) return Promise.resolve();
+    this.buffered += JSON.stringify(entry) + '\n';
+    const written = new Promise<void>((resolve) => this.waiters.push(resolve));
+    if (!this.scheduled) {
+      this.scheduled = true;
+      setImmediate(() => this.writeOut());
     }
-    return seg;
+    return written;
+  }
+
+  /** Hand the buffered lines of the active segment to one write(2). */
+  private writeOut(): void {
+    this.scheduled = false;
+    const data = this.buffered;
+    const waiters = this.waiters;
+    const fd = this.fd;
+    const seg = this.active;
+    this.buffered = '';
+    this.waiters = [];
+    if (data === '') return;
+    const release = () => {
+      for (const w of waiters) w();
+    };
+    if (fd === null || seg === null) {
+      release();
+      return;
+    }
+    const bytes = Buffer.from(data, 'utf8');
+    this.inflight = this.inflight.then(
+      () =>
+        new Promise<void>((resolve) => {
+          write(fd, bytes, 0, bytes.length, null, (err, n) => {
+            if (err || n !== bytes.length) {
+              seg.fileIntact = false;
+              this.onWriteError(err ?? new Error(`short write to the spool (${n} of ${bytes.length} bytes)`));
+            }
+            release();
+            resolve();
+          });
+        }),
+    );
   }
 
   get activeCount(): number {
@@ -88,11 +132,16 @@ export class DecisionSpool {
 
   /** Close the active segment and hand it over; optionally fsync it first (outage mode). */
   async rotate(sync: boolean): Promise<Segment | null> {
+    // Lines still buffered belong to this segment: write them to its fd before switching.
+    if (this.buffered !== '') this.writeOut();
     const seg = this.active;
     const fd = this.fd;
+    const inflight = this.inflight;
     this.active = null;
     this.fd = null;
+    this.inflight = Promise.resolve();
     if (seg === null) return null;
+    await inflight;
     if (fd !== null) {
       if (sync && seg.fileIntact) {
         await new Promise<void>((resolve) => fsync(fd, (err) => {
@@ -152,6 +201,15 @@ export class DecisionSpool {
   }
 
   closeSync(): void {
+    if (this.buffered !== '' && this.fd !== null) {
+      try {
+        writeSync(this.fd, this.buffered);
+      } catch (err) {
+        this.onWriteError(err as Error);
+      }
+      this.buffered = '';
+      for (const w of this.waiters.splice(0)) w();
+    }
     if (this.fd !== null) {
       try {
         closeSync(this.fd);

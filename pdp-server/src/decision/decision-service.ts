@@ -115,7 +115,8 @@ export class DecisionService {
     };
     const seconds = Number(process.hrtime.bigint() - started) / 1e9;
     this.deps.observer?.observe({ effect: decision.effect, cacheHit, seconds, code });
-    this.deps.log?.append({
+    // Answer only once the entry is journaled: an answered decision is never missing from the log.
+    await this.deps.log?.append({
       decision_id,
       time: new Date().toISOString(),
       subject: claims?.sub ?? null,
@@ -144,11 +145,11 @@ export class DecisionService {
    * caller has already set from a verified token. Logged like any decision: the effect is
    * allow only for `true`, `{allow: true}` or `{effect: "allow"}` results.
    */
-  evaluateEntrypoint(
+  async evaluateEntrypoint(
     entrypoint: string,
     input: Record<string, unknown>,
     subPath: readonly string[] = [],
-  ): { result?: unknown; decision_id: string } {
+  ): Promise<{ result?: unknown; decision_id: string }> {
     const started = process.hrtime.bigint();
     const decision_id = randomUUID();
     let value: unknown;
@@ -168,7 +169,7 @@ export class DecisionService {
     const seconds = Number(process.hrtime.bigint() - started) / 1e9;
     this.deps.observer?.observe({ effect, cacheHit: false, seconds, code });
     const subject = input.subject as SubjectClaims | undefined;
-    this.deps.log?.append({
+    await this.deps.log?.append({
       decision_id,
       time: new Date().toISOString(),
       subject: subject?.sub ?? null,

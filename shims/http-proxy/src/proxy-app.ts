@@ -8,19 +8,19 @@
  * in an error with a stable code — the upstream is only contacted after an allow.
  */
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify';
-import { Agent, errors as undiciErrors, request as undiciRequest, type Dispatcher } from 'undici';
-import { pipeline } from 'node:stream';
+import { Agent, errors as undiciErrors, type Dispatcher } from 'undici';
+import type { ServerResponse } from 'node:http';
 import { rootCertificates } from 'node:tls';
 import { randomUUID } from 'node:crypto';
-import type { Readable, Transform } from 'node:stream';
 import { DECISION_ID_HEADER, type Decision, type DecideRequest } from '../../../pdp-server/src/contract.js';
 import { PdpClient, type ApprovalStatus } from '../../pdp-client/src/index.js';
-import { compileMask, createSseMaskTransform, maskChatCompletion, maskChatRequest, maskJson, maskText, type CompiledMask } from '../../masking/src/index.js';
+import { compileMask, maskChatCompletion, maskChatRequest, maskJson, maskText, SseMasker, type CompiledMask, type MaskRuleInput } from '../../masking/src/index.js';
 import { PROXY_ERRORS, ProxyError, type ProxyErrorCode } from './errors.js';
 import { checkQuery, normalizePath, splitTarget } from './path-normalize.js';
 import { compileRoutes, matchRoute, type Route, type RouteConfig } from './routes.js';
 import { httpRequest, llmOperation, llmRequest } from './decision-input.js';
-import { createSseToolGuard, guardChatCompletion, type ToolCallChecker } from './tool-call-guard.js';
+import { guardChatCompletion, SseToolGuard, type ToolCallChecker } from './tool-call-guard.js';
+import { UpstreamCall, type UpstreamHead } from './upstream-call.js';
 
 /** What the proxy needs from a PDP client (PdpClient implements it). */
 export interface Decider {
@@ -156,13 +156,12 @@ export function createHttpProxy(options: HttpProxyOptions): FastifyInstance {
   });
 
   async function handle(req: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
+    (req as any).T0 = performance.now();
     const target = splitTarget(req.raw.url ?? '');
     const host = typeof req.headers.host === 'string' ? req.headers.host : undefined;
-    const firstPass = normalizePath(target.path);
-    const matched = matchRoute(routes, host, firstPass);
+    const matched = routeFor(host, target.path);
     if (!matched) return sendError(reply, 'route_not_found');
-    const { route } = matched;
-    const rest = route.caseInsensitive ? normalizePath(matched.rest, { caseInsensitive: true }) : matched.rest;
+    const { route, rest } = matched;
     if (target.query !== undefined) checkQuery(target.query);
     const token = bearer(req);
     if (token === undefined) return sendError(reply, 'token_missing');
@@ -204,16 +203,15 @@ export function createHttpProxy(options: HttpProxyOptions): FastifyInstance {
       const { code, status } = denyStatus(decision);
       return sendError(reply, code, { decision_id: decision.decision_id }, status);
     }
-    reply.header(DECISION_ID_HEADER, decision.decision_id);
 
     // Prompt-side masking: PII/secrets leave for the model only as the policy allows.
     let outBody = body;
-    const requestMask = compileMask(decision.obligations.mask_request, opts());
+    const requestMask = compiled(decision.obligations.mask_request);
     if (!requestMask.empty && json !== undefined && typeof json === 'object' && json !== null && !Array.isArray(json)) {
       const masked = route.kind === 'llm' ? maskChatRequest(json as Record<string, unknown>, requestMask) : (maskJson(json, requestMask) as Record<string, unknown>);
       outBody = Buffer.from(JSON.stringify(masked));
     }
-    return forward(req, reply, route, rest, target.query, outBody, compileMask(decision.obligations.mask, opts()), toolCheck);
+    return forward(req, reply, route, rest, target.query, outBody, compiled(decision.obligations.mask), toolCheck, decision.decision_id);
   }
 
   /** A `tool` decision for one tool call in a model answer; a name the contract cannot carry is refused unasked. */
@@ -224,8 +222,34 @@ export function createHttpProxy(options: HttpProxyOptions): FastifyInstance {
     return decider.decide({ token, resource: { kind: 'tool', name }, request: { tool: { name, arguments: args } }, ...(context ? { context } : {}) });
   }
 
-  function opts(): { hashKey?: Buffer } {
-    return options.maskHashKey ? { hashKey: options.maskHashKey } : {};
+  const maskOpts = options.maskHashKey ? { hashKey: options.maskHashKey } : {};
+  const noMask = compileMask(undefined, maskOpts);
+  // A decision served from the PDP client's cache is the same object each time, so its
+  // compiled masks are kept with it instead of being rebuilt per request.
+  const compiledMasks = new WeakMap<readonly MaskRuleInput[], CompiledMask>();
+  function compiled(rules: readonly MaskRuleInput[] | undefined): CompiledMask {
+    if (rules === undefined || rules.length === 0) return noMask;
+    let mask = compiledMasks.get(rules);
+    if (!mask) {
+      mask = compileMask(rules, maskOpts);
+      compiledMasks.set(rules, mask);
+    }
+    return mask;
+  }
+
+  // Normalising a path and matching it to a route is pure, and agents call the same few
+  // paths over and over: remember recent answers (bounded; refused paths are not kept).
+  const ROUTE_MEMO_MAX = 4096;
+  const routeMemo = new Map<string, { route: Route; rest: string } | null>();
+  function routeFor(host: string | undefined, rawPath: string): { route: Route; rest: string } | undefined {
+    const key = `${host ?? ''} ${rawPath}`;
+    const memo = routeMemo.get(key);
+    if (memo !== undefined) return memo ?? undefined;
+    const matched = matchRoute(routes, host, normalizePath(rawPath));
+    const result = matched ? { route: matched.route, rest: matched.route.caseInsensitive ? normalizePath(matched.rest, { caseInsensitive: true }) : matched.rest } : undefined;
+    if (routeMemo.size >= ROUTE_MEMO_MAX) routeMemo.clear();
+    routeMemo.set(key, result ?? null);
+    return result;
   }
 
   /**
@@ -289,16 +313,22 @@ export function createHttpProxy(options: HttpProxyOptions): FastifyInstance {
     body: Buffer | undefined,
     mask: CompiledMask,
     toolCheck: ToolCallChecker | undefined,
+    decisionId: string,
   ): Promise<FastifyReply> {
     const headers: Record<string, string | string[]> = {};
-    const connectionListed = new Set(
-      String(req.headers.connection ?? '')
-        .split(',')
-        .map((s) => s.trim().toLowerCase())
-        .filter(Boolean),
-    );
-    for (const [name, value] of Object.entries(req.headers)) {
-      if (value === undefined || DROP_REQUEST_HEADERS.has(name) || connectionListed.has(name)) continue;
+    const connection = req.headers.connection;
+    const connectionListed =
+      connection === undefined
+        ? undefined
+        : new Set(
+            String(connection)
+              .split(',')
+              .map((s) => s.trim().toLowerCase())
+              .filter(Boolean),
+          );
+    for (const name in req.headers) {
+      const value = req.headers[name];
+      if (value === undefined || DROP_REQUEST_HEADERS.has(name) || connectionListed?.has(name)) continue;
       if (name.startsWith('x-scopegate-') || name === route.credentialHeader) continue;
       headers[name] = value;
     }
@@ -306,16 +336,22 @@ export function createHttpProxy(options: HttpProxyOptions): FastifyInstance {
     headers['accept-encoding'] = 'identity';
     if (route.credential) headers[route.credentialHeader as string] = route.credential.value;
     if (body) headers['content-length'] = String(body.length);
-    const path = (route.basePath + rest).replace(/^(?!\/)/, '/') + (query !== undefined ? `?${query}` : '');
+    // The WHATWG URL parser (which used to build this target) encodes ' in a query; the
+    // path and the rest of the query are already in their forwarded form.
+    const q = query === undefined ? '' : `?${query.includes("'") ? query.replaceAll("'", '%27') : query}`;
+    const path = (route.basePath + rest).replace(/^(?!\/)/, '/') + q;
     const method = req.method as Dispatcher.HttpMethod;
 
-    let res: Dispatcher.ResponseData;
+    const T1 = performance.now();
+    const call = new UpstreamCall();
+    let head: UpstreamHead;
     try {
-      res = await undiciRequest(new URL(path, route.upstreamUrl.origin), {
+      head = await call.start(agent, {
+        origin: route.upstreamUrl.origin,
+        path,
         method,
         headers,
         body: body && body.length > 0 ? body : null,
-        dispatcher: agent,
         headersTimeout: upstreamTimeoutMs,
         bodyTimeout: upstreamTimeoutMs,
       });
@@ -324,40 +360,63 @@ export function createHttpProxy(options: HttpProxyOptions): FastifyInstance {
       return sendError(reply, err instanceof undiciErrors.HeadersTimeoutError ? 'upstream_timeout' : 'upstream_unavailable');
     }
 
+    const T2 = performance.now();
     const resHeaders: Record<string, string | string[]> = {};
-    for (const [name, value] of Object.entries(res.headers)) {
+    // The decision id goes first so that, as before, an upstream header of the same name is what is sent.
+    resHeaders[DECISION_ID_HEADER] = decisionId;
+    for (const name in head.headers) {
+      const value = head.headers[name];
       if (value === undefined || DROP_RESPONSE_HEADERS.has(name)) continue;
       resHeaders[name] = value;
     }
-    const contentType = typeof res.headers['content-type'] === 'string' ? res.headers['content-type'] : undefined;
-    const encoding = res.headers['content-encoding'];
+    const contentType = typeof head.headers['content-type'] === 'string' ? head.headers['content-type'] : undefined;
+    const encoding = head.headers['content-encoding'];
 
     // Tool calls are only looked for in successful chat answers.
-    const guard = res.statusCode === 200 ? toolCheck : undefined;
+    const guard = head.statusCode === 200 ? toolCheck : undefined;
     const isSse = contentType !== undefined && /^text\/event-stream\b/i.test(contentType);
     const passThrough = mask.empty && (!guard || !(isSse || isJsonType(contentType)));
-    if (passThrough || method === 'HEAD' || res.statusCode === 204 || res.statusCode === 304) {
-      const len = res.headers['content-length'];
+    if (passThrough || method === 'HEAD' || head.statusCode === 204 || head.statusCode === 304) {
+      const len = head.headers['content-length'];
       if (typeof len === 'string') resHeaders['content-length'] = len;
-      return reply.code(res.statusCode).headers(resHeaders).send(res.body);
+      // Nothing to rewrite: the answer goes to the client as it comes, without Fastify's
+      // send pipeline. A body that is already complete (a small answer arrives with its
+      // headers) leaves in the same write as the status line.
+      const res = startResponse(reply, call, head.statusCode, resHeaders);
+      if (!res) return sendError(reply, 'internal');
+      if (call.complete) res.end(call.takeBody());
+      else relay(req, res, call, (chunk) => chunk, undefined);
+      return reply;
     }
     if (encoding !== undefined && encoding !== 'identity') {
-      res.body.destroy();
+      call.abort(new Error('unmaskable encoding'));
       return sendError(reply, 'response_unmaskable');
     }
     if (isSse) {
       // The guard sees the model's real tool arguments (the policy decides on them); the
-      // masker after it rewrites what the agent receives.
-      const stages: Transform[] = [];
-      if (guard) stages.push(createSseToolGuard(guard));
-      if (!mask.empty) stages.push(createSseMaskTransform(mask));
-      const out = pipeline([res.body, ...stages], (err) => {
-        if (err) req.log.warn({ code: (err as { code?: string }).code ?? 'stream_error' }, 'SSE masking stopped the stream');
-      }) as unknown as Readable;
+      // masker after it rewrites what the agent receives. Both run in the data callback,
+      // so an event that needs no decision is written to the client in the same tick.
+      const toolGuard = guard ? new SseToolGuard(guard) : undefined;
+      const masker = mask.empty ? undefined : new SseMasker(mask);
+      const afterGuard = (text: string): string => (masker ? masker.write(text) : text);
+      const stage = (chunk: Buffer): string | Buffer | Promise<string> => {
+        if (!toolGuard) return masker ? masker.write(chunk) : chunk;
+        const out = toolGuard.write(chunk);
+        return typeof out === 'string' ? afterGuard(out) : out.then(afterGuard);
+      };
+      const finish = (): string | Promise<string> => {
+        const out = toolGuard ? toolGuard.end() : '';
+        const tail = (text: string): string => (masker ? masker.write(text) + masker.end() : text);
+        return typeof out === 'string' ? tail(out) : out.then(tail);
+      };
       resHeaders['cache-control'] = resHeaders['cache-control'] ?? 'no-cache';
-      return reply.code(res.statusCode).headers(resHeaders).send(out);
+      const res = startResponse(reply, call, head.statusCode, resHeaders);
+      if (!res) return sendError(reply, 'internal');
+      const ow = res.write.bind(res); let first = true; (res as any).write = (c: any) => { if (first) { first = false; const T3 = performance.now(); if (Math.random() < 0.3) process.stderr.write(`T pre ${(T1 - (req as any).T0).toFixed(2)} upstream ${(T2 - T1).toFixed(2)} firstwrite ${(T3 - T2).toFixed(2)}\n`); } return ow(c); };
+      relay(req, res, call, stage, finish);
+      return reply;
     }
-    const text = await readLimited(res.body, responseLimit);
+    const text = await readLimited(call, responseLimit);
     if (text === undefined) return sendError(reply, 'response_too_large');
     let payload: string;
     if (isJsonType(contentType)) {
@@ -378,23 +437,165 @@ export function createHttpProxy(options: HttpProxyOptions): FastifyInstance {
     }
     delete resHeaders.etag;
     delete resHeaders['content-md5'];
-    return reply.code(res.statusCode).headers(resHeaders).send(payload);
+    return reply.code(head.statusCode).headers(resHeaders).send(payload);
   }
 
   return app;
 }
 
-/** Read a body as UTF-8 up to `limit` bytes; undefined (and the stream destroyed) past it. */
-async function readLimited(body: Dispatcher.ResponseData['body'], limit: number): Promise<string | undefined> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of body) {
-    size += (chunk as Buffer).length;
-    if (size > limit) {
-      body.destroy();
-      return undefined;
-    }
-    chunks.push(chunk as Buffer);
+/**
+ * Take the response over from Fastify and write the status line and headers. A header
+ * value Node refuses leaves nothing sent: the caller answers with an error instead.
+ */
+function startResponse(reply: FastifyReply, call: UpstreamCall, status: number, headers: Record<string, string | string[]>): ServerResponse | undefined {
+  const res = reply.raw;
+  try {
+    res.writeHead(status, headers);
+  } catch (err) {
+    reply.log.warn({ code: (err as { code?: string }).code }, 'upstream answer has headers that cannot be relayed');
+    for (const name of res.getHeaderNames()) res.removeHeader(name);
+    call.abort(err as Error);
+    return undefined;
   }
-  return Buffer.concat(chunks).toString('utf8');
+  reply.hijack();
+  return res;
+}
+
+/**
+ * Relay an upstream body to the client through `stage` (identity, or the SSE guard and
+ * masker), in order, with backpressure both ways: the upstream is paused while the client
+ * is not draining or while a stage is waiting for a decision. A client that goes away
+ * stops the upstream; a stage or upstream failure after the headers cuts the response
+ * (the status is already sent, so cutting is the only way to fail closed).
+ */
+function relay(
+  req: FastifyRequest,
+  res: ServerResponse,
+  call: UpstreamCall,
+  stage: (chunk: Buffer) => string | Buffer | Promise<string>,
+  finish: (() => string | Promise<string>) | undefined,
+): void {
+  const queue: Buffer[] = [];
+  let busy = false;
+  let draining = false;
+  let upstreamDone = false;
+  let ending = false;
+  let closed = false;
+
+  const flow = (): boolean => {
+    const go = !busy && !draining;
+    if (go) call.resume();
+    return go;
+  };
+  const fail = (err: Error, what: string): void => {
+    if (closed) return;
+    closed = true;
+    req.log.warn({ code: (err as { code?: string }).code ?? 'stream_error' }, what);
+    call.abort(err);
+    res.destroy();
+  };
+  const emit = (out: string | Buffer): void => {
+    if (out.length === 0 || closed) return;
+    if (!res.write(out) && !draining) {
+      draining = true;
+      res.once('drain', () => {
+        draining = false;
+        flow();
+        pump();
+      });
+    }
+  };
+  const settle = (result: string | Buffer | Promise<string>, then: () => void): boolean => {
+    if (typeof result === 'string' || Buffer.isBuffer(result)) {
+      emit(result);
+      return true;
+    }
+    busy = true;
+    call.pause();
+    result.then(
+      (out) => {
+        busy = false;
+        emit(out);
+        then();
+      },
+      (err: Error) => fail(err, 'SSE masking stopped the stream'),
+    );
+    return false;
+  };
+  function pump(): void {
+    while (!busy && !closed) {
+      const chunk = queue.shift();
+      if (chunk === undefined) break;
+      try {
+        if (!settle(stage(chunk), () => (flow(), pump()))) return;
+      } catch (err) {
+        fail(err as Error, 'SSE masking stopped the stream');
+        return;
+      }
+    }
+    if (busy || closed || ending || !upstreamDone || queue.length > 0) return;
+    ending = true;
+    const done = (): void => {
+      if (closed) return;
+      closed = true;
+      res.end();
+    };
+    if (!finish) return done();
+    try {
+      if (settle(finish(), done)) done();
+    } catch (err) {
+      fail(err as Error, 'SSE masking stopped the stream');
+    }
+  }
+
+  res.once('close', () => {
+    if (!res.writableFinished) {
+      closed = true;
+      call.abort(new Error('client closed the connection'));
+    }
+  });
+  call.attach({
+    data(chunk) {
+      queue.push(chunk);
+      if (!busy) pump();
+      return !busy && !draining;
+    },
+    end() {
+      upstreamDone = true;
+      if (!busy) pump();
+    },
+    error(err) {
+      fail(err, 'upstream stream failed');
+    },
+  });
+}
+
+/** Read a body as UTF-8 up to `limit` bytes; undefined (and the exchange aborted) past it. */
+function readLimited(call: UpstreamCall, limit: number): Promise<string | undefined> {
+  if (call.complete) return Promise.resolve(call.bufferedBytes > limit ? undefined : call.takeBody().toString('utf8'));
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let over = false;
+    call.attach({
+      data(chunk) {
+        if (over) return true;
+        size += chunk.length;
+        if (size > limit) {
+          over = true;
+          call.abort(new Error('response too large'));
+          resolve(undefined);
+          return true;
+        }
+        chunks.push(chunk);
+        return true;
+      },
+      end() {
+        if (!over) resolve(Buffer.concat(chunks, size).toString('utf8'));
+      },
+      error(err) {
+        if (!over) reject(err);
+      },
+    });
+  });
 }
