@@ -41,6 +41,11 @@ export interface RevocationService {
   revokeSubject(sub: string, opts: { reason?: string; by: string }): Promise<Revocation>;
   /** Unexpired revocations, newest first (at most LIST_LIMIT). */
   list(): Promise<Revocation[]>;
+  /**
+   * Called once for every revocation this replica learns of (made here, announced by another
+   * replica, or found by a poll), so shims can drop what they cached. Returns an unsubscribe.
+   */
+  onRevocation(fn: (r: Revocation) => void): () => void;
   close(): Promise<void>;
 }
 
@@ -159,6 +164,21 @@ export async function createRevocationService(
   const set = new RevocationSet();
   let cursor: string | undefined; // database time of the last poll
   let closed = false;
+  const listeners = new Set<(r: Revocation) => void>();
+  /** Ids already announced to listeners (bounded: forgotten once pruned from the store). */
+  const announced = new Map<string, number>();
+  const learn = (r: Revocation, nowMs: number) => {
+    set.apply(r, nowMs);
+    if (announced.has(r.id)) return;
+    announced.set(r.id, r.expires_at ? Date.parse(r.expires_at) : Number.POSITIVE_INFINITY);
+    for (const fn of listeners) {
+      try {
+        fn(r);
+      } catch (err) {
+        log.warn({ err: (err as Error).message }, 'revocation listener failed');
+      }
+    }
+  };
 
   // One store read at a time: polls, resyncs and prunes never overlap.
   let chain: Promise<void> = Promise.resolve();
@@ -181,7 +201,7 @@ export async function createRevocationService(
       `SELECT ${COLUMNS} FROM scopegate_revocations WHERE expires_at IS NULL OR expires_at > now() - interval '1 minute'`,
     );
     const t = Date.now();
-    for (const r of rows.rows) set.apply(fromRow(r), t);
+    for (const r of rows.rows) learn(fromRow(r), t);
     cursor = iso(now.rows[0]?.now ?? null) ?? cursor;
   };
 
@@ -193,12 +213,13 @@ export async function createRevocationService(
       [cursor],
     );
     const t = Date.now();
-    for (const r of rows.rows) set.apply(fromRow(r), t);
+    for (const r of rows.rows) learn(fromRow(r), t);
     cursor = iso(now.rows[0]?.now ?? null) ?? cursor;
   };
 
   const prune = async () => {
     const n = set.prune(Date.now());
+    for (const [id, expiresMs] of announced) if (expiresMs < Date.now() - 120_000) announced.delete(id);
     // Rows are kept past expiry by the same margin as in memory (EXPIRY_MARGIN_MS).
     await db.query(`DELETE FROM scopegate_revocations WHERE expires_at < now() - interval '2 minutes'`);
     if (n > 0) log.debug({ pruned: n }, 'expired revocations pruned');
@@ -227,7 +248,7 @@ export async function createRevocationService(
     bus.on('revocation', (data, from) => {
       const r = parseRevocation(data);
       if (!r) return log.warn('ignoring malformed revocation message');
-      set.apply(r, Date.now());
+      learn(r, Date.now());
       // One line per revocation and replica: revocations are rare, and this is how an operator
       // (and the benchmark) sees when each replica started enforcing one.
       if (from !== bus.instanceId) log.info({ id: r.id, from }, 'revocation applied');
@@ -240,7 +261,7 @@ export async function createRevocationService(
   }
 
   const announce = async (r: Revocation) => {
-    set.apply(r, Date.now());
+    learn(r, Date.now());
     // A failed publish is not an error for the caller: the row is committed and every replica
     // reads it from the store within one poll.
     if (bus) await bus.publish('revocation', r);
@@ -292,8 +313,14 @@ export async function createRevocationService(
       return res.rows.map(fromRow);
     },
 
+    onRevocation(fn) {
+      listeners.add(fn);
+      return () => listeners.delete(fn);
+    },
+
     async close() {
       closed = true;
+      listeners.clear();
       if (pollTimer) clearTimeout(pollTimer);
       clearInterval(pruneTimer);
       await chain;

@@ -116,4 +116,48 @@ export default async function revocationRoutes(app: FastifyInstance, opts: { rev
     },
     async () => ({ revocations: await revocations.list() }),
   );
+
+  // Open event streams, ended when the server closes (they would otherwise hold it open).
+  const streams = new Set<() => void>();
+  app.addHook('onClose', async () => {
+    for (const end of streams) end();
+  });
+
+  app.get(
+    '/v1/revocations/stream',
+    {
+      onRequest: app.requireRole('shim', 'admin'),
+      schema: {
+        tags: ['revocations'],
+        summary: 'Server-Sent Events: one `revocation` event per revocation this replica learns of, for shims to drop cached allows',
+        produces: ['text/event-stream'],
+      },
+    },
+    (request, reply) => {
+      reply.hijack();
+      const res = reply.raw;
+      res.writeHead(200, {
+        'content-type': 'text/event-stream',
+        'cache-control': 'no-store',
+        connection: 'keep-alive',
+        'x-accel-buffering': 'no',
+      });
+      // A first event tells the client the feed is live: what it cached before is now stale-safe.
+      res.write('event: ready\ndata: {}\n\n');
+      const unsubscribe = revocations.onRevocation((r) => {
+        res.write(`event: revocation\ndata: ${JSON.stringify({ id: r.id, jti: r.jti, sub: r.sub, issued_before: r.issued_before })}\n\n`);
+      });
+      // Comments keep idle connections (and proxies between) from timing out.
+      const heartbeat = setInterval(() => res.write(': keep-alive\n\n'), 15_000);
+      heartbeat.unref();
+      const end = () => {
+        if (!streams.delete(end)) return;
+        clearInterval(heartbeat);
+        unsubscribe();
+        res.end();
+      };
+      streams.add(end);
+      request.raw.on('close', end);
+    },
+  );
 }

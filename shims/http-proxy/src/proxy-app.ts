@@ -156,7 +156,6 @@ export function createHttpProxy(options: HttpProxyOptions): FastifyInstance {
   });
 
   async function handle(req: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
-    (req as any).T0 = performance.now();
     const target = splitTarget(req.raw.url ?? '');
     const host = typeof req.headers.host === 'string' ? req.headers.host : undefined;
     const matched = routeFor(host, target.path);
@@ -342,7 +341,6 @@ export function createHttpProxy(options: HttpProxyOptions): FastifyInstance {
     const path = (route.basePath + rest).replace(/^(?!\/)/, '/') + q;
     const method = req.method as Dispatcher.HttpMethod;
 
-    const T1 = performance.now();
     const call = new UpstreamCall();
     let head: UpstreamHead;
     try {
@@ -360,7 +358,6 @@ export function createHttpProxy(options: HttpProxyOptions): FastifyInstance {
       return sendError(reply, err instanceof undiciErrors.HeadersTimeoutError ? 'upstream_timeout' : 'upstream_unavailable');
     }
 
-    const T2 = performance.now();
     const resHeaders: Record<string, string | string[]> = {};
     // The decision id goes first so that, as before, an upstream header of the same name is what is sent.
     resHeaders[DECISION_ID_HEADER] = decisionId;
@@ -412,7 +409,6 @@ export function createHttpProxy(options: HttpProxyOptions): FastifyInstance {
       resHeaders['cache-control'] = resHeaders['cache-control'] ?? 'no-cache';
       const res = startResponse(reply, call, head.statusCode, resHeaders);
       if (!res) return sendError(reply, 'internal');
-      const ow = res.write.bind(res); let first = true; (res as any).write = (c: any) => { if (first) { first = false; const T3 = performance.now(); if (Math.random() < 0.3) process.stderr.write(`T pre ${(T1 - (req as any).T0).toFixed(2)} upstream ${(T2 - T1).toFixed(2)} firstwrite ${(T3 - T2).toFixed(2)}\n`); } return ow(c); };
       relay(req, res, call, stage, finish);
       return reply;
     }
