@@ -60,7 +60,13 @@ export type SqlStatement = Static<typeof SqlStatement>;
 export const SqlRequest = Type.Object(
   {
     statements: Type.Array(SqlStatement, { maxItems: LIMITS.arrayItems }),
+    /** Hash of the statement's shape (constants replaced): the same for `… = 1` and `… = 2`. */
     fingerprint: Type.Optional(Str({ maxLength: 256 })),
+    /**
+     * Hash of the exact statement text. It binds an approval to exactly the statement that
+     * was approved; it is not shown to policies (so it never splits cached decisions).
+     */
+    text_sha256: Type.Optional(Str({ maxLength: 128 })),
   },
   { additionalProperties: false },
 );

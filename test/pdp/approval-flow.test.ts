@@ -9,10 +9,12 @@ import { after, before, describe, it } from 'node:test';
 import { startPdp, type RunningPdp } from '../support/pdp.js';
 
 const PAYROLL = { kind: 'sql', name: 'orders-db' } as const;
-const update = (fp: string) => ({
+/** One statement shape; `text` stands for its exact SQL text (literal values included). */
+const update = (text: string) => ({
   sql: {
     statements: [{ command: 'update', relations: ['public.payroll'], columns: ['public.payroll.salary'], functions: [] }],
-    fingerprint: fp,
+    fingerprint: 'shape-of-update-payroll',
+    text_sha256: text,
   },
 });
 
@@ -66,7 +68,7 @@ describe('approvals through /v1/decide', () => {
     const decided = await pdp.app.inject({ method: 'GET', url: `/v1/approvals/${id}`, headers: as(pdp.approverKey) });
     assert.match(decided.body, /alice/);
 
-    // A different statement is not covered by the approval.
+    // A different statement — even of the same shape, e.g. other literal values — is not covered.
     assert.equal((await decide(update('stmt-b'))).effect, 'approval_required');
     const second = await decide(update('stmt-a'));
     assert.equal(second.effect, 'allow');

@@ -209,13 +209,13 @@ export class DecisionService {
         revision,
         tokenId: claims.jti ? `jti:${claims.iss}:${claims.jti}` : `tok:${sha256(req.token)}`,
         resource: req.resource,
-        request: req.request,
+        request: policyView(req.request),
         context: pick(context),
       });
       const hit = await cache.get(key);
       if (hit) return { result: hit, revision, cacheHit: true };
     }
-    const input: PolicyInput = { subject: claims, resource: req.resource, request: req.request, context };
+    const input: PolicyInput = { subject: claims, resource: req.resource, request: policyView(req.request), context };
     const { result, revision: evaluatedRevision } = this.deps.engine.decide(input);
     const ttl = capTtl(result.ttl_ms ?? 0, claims);
     // Only cache under the revision that produced the answer; a swap mid-flight changes the key.
@@ -259,6 +259,16 @@ export class DecisionService {
     }
     return { result: { ...result, obligations, ttl_ms: 0 }, approvalId: out.approval.id };
   }
+}
+
+/**
+ * The request as policies see it: without `sql.text_sha256`, which only binds approvals to
+ * the exact statement text (so literal values do not split cached decisions).
+ */
+export function policyView(request: DecisionRequestBody): DecisionRequestBody {
+  if (request.sql?.text_sha256 === undefined) return request;
+  const { text_sha256: _exact, ...sql } = request.sql;
+  return { ...request, sql };
 }
 
 /** An approval is bound to this: the resource plus the exact canonical request. */

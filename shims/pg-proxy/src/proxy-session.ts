@@ -12,7 +12,7 @@
  * rewritten into the proxy's 42501 on the way back. That keeps the protocol order of every
  * pipelined response exact and makes the upstream abort the transaction, as a real error would.
  */
-import { randomBytes, randomUUID } from 'node:crypto';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import net from 'node:net';
 import tls from 'node:tls';
 import type { Decision, DecideRequest, SqlStatement } from '../../../pdp-server/src/contract.js';
@@ -106,6 +106,8 @@ interface StatementInfo {
   plan: MaskPlan;
   /** The summary's fingerprint, to decide again at each later Bind. */
   fingerprint: string;
+  /** SHA-256 of the exact SQL text: approvals are bound to it. */
+  textHash: string;
   /** Sequence number of the batch (Sync/Query) in which it was decided. */
   batch: number;
 }
@@ -440,19 +442,20 @@ export class ProxySession {
       this.cfg.log({ event: 'statement_refused', session_id: this.id, decision_id: decisionId, reason: summary.reason });
       return { ok: false, decisionId, message: summary.reason };
     }
-    const info = (plan: MaskPlan): StatementInfo => ({ statements: summary.statements, plan, fingerprint: summary.fingerprint, batch: this.#batchSeq });
+    const textHash = createHash('sha256').update(sql).digest('hex');
+    const info = (plan: MaskPlan): StatementInfo => ({ statements: summary.statements, plan, fingerprint: summary.fingerprint, textHash, batch: this.#batchSeq });
     if (summary.statements.length === 0) return { ok: true, info: info(NO_MASK), apply: summary.apply };
-    const v = await this.#decideStatements(summary.statements, summary.fingerprint);
+    const v = await this.#decideStatements(summary.statements, summary.fingerprint, textHash);
     if (!v.ok) return v;
     return { ok: true, info: info(v.plan), apply: summary.apply };
   }
 
   /** Ask the PDP about summarised statements (holding for an approval when configured). */
-  async #decideStatements(statements: SqlStatement[], fingerprint: string): Promise<Verdict> {
+  async #decideStatements(statements: SqlStatement[], fingerprint: string, textHash: string): Promise<Verdict> {
     const req: DecideRequest = {
       token: this.#token,
       resource: { kind: 'sql', name: this.cfg.resource },
-      request: { sql: { statements, fingerprint } },
+      request: { sql: { statements, fingerprint, text_sha256: textHash } },
       context: { session_id: this.id, client_addr: this.#clientAddr, shim: 'pg-proxy' },
     };
     let decision = await this.cfg.decider.decide(req);
@@ -570,7 +573,7 @@ export class ProxySession {
       // A statement prepared earlier is decided again at each use (the PDP client's local
       // cache answers within the decision's ttl_ms), so a revoked token or a changed policy
       // also stops statements prepared before the change.
-      const v = await this.#decideStatements(info.statements, info.fingerprint);
+      const v = await this.#decideStatements(info.statements, info.fingerprint, info.textHash);
       if (!v.ok) return this.#sendDenied(FRONTEND.bind, v.decisionId, v.message, f);
       info = { ...info, plan: v.plan };
       this.#statements.set(b.statement, info);
