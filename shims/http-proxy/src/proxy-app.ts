@@ -89,7 +89,10 @@ function denyStatus(decision: Decision): { code: string; status: number } {
 function bearer(req: FastifyRequest): string | undefined {
   const raw = req.raw.rawHeaders;
   let count = 0;
-  for (let i = 0; i < raw.length; i += 2) if ((raw[i] as string).toLowerCase() === 'authorization') count++;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i] as string;
+    if (name.length === 13 && name.toLowerCase() === 'authorization') count++;
+  }
   if (count > 1) throw new ProxyError('header_invalid', 'more than one Authorization header');
   const value = req.headers.authorization;
   if (!value) return undefined;
@@ -236,6 +239,17 @@ export function createHttpProxy(options: HttpProxyOptions): FastifyInstance {
     return mask;
   }
 
+  // URL#origin is computed on every read; each route's is kept once.
+  const origins = new Map<Route, string>();
+  function originOf(route: Route): string {
+    let origin = origins.get(route);
+    if (origin === undefined) {
+      origin = route.upstreamUrl.origin;
+      origins.set(route, origin);
+    }
+    return origin;
+  }
+
   // Normalising a path and matching it to a route is pure, and agents call the same few
   // paths over and over: remember recent answers (bounded; refused paths are not kept).
   const ROUTE_MEMO_MAX = 4096;
@@ -338,14 +352,15 @@ export function createHttpProxy(options: HttpProxyOptions): FastifyInstance {
     // The WHATWG URL parser (which used to build this target) encodes ' in a query; the
     // path and the rest of the query are already in their forwarded form.
     const q = query === undefined ? '' : `?${query.includes("'") ? query.replaceAll("'", '%27') : query}`;
-    const path = (route.basePath + rest).replace(/^(?!\/)/, '/') + q;
+    const joined = route.basePath + rest;
+    const path = (joined.startsWith('/') ? joined : `/${joined}`) + q;
     const method = req.method as Dispatcher.HttpMethod;
 
     const call = new UpstreamCall();
     let head: UpstreamHead;
     try {
       head = await call.start(agent, {
-        origin: route.upstreamUrl.origin,
+        origin: originOf(route),
         path,
         method,
         headers,

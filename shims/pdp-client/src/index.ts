@@ -36,7 +36,7 @@ export class PdpClient {
   readonly #shim: string;
   readonly #timeoutMs: number;
   readonly #agent: Agent;
-  readonly #cache: LRUCache<string, Decision> | undefined;
+  readonly #cache: LRUCache<string, CachedDecision> | undefined;
 
   constructor(opts: PdpClientOptions) {
     this.#base = opts.url.replace(/\/+$/, '');
@@ -45,17 +45,18 @@ export class PdpClient {
     this.#timeoutMs = opts.timeoutMs ?? 2000;
     this.#agent = new Agent({ connections: opts.connections ?? 16, keepAliveTimeout: 30_000, pipelining: 1 });
     const max = opts.cacheMax ?? 10_000;
-    this.#cache = max > 0 ? new LRUCache<string, Decision>({ max, ttlAutopurge: false }) : undefined;
+    this.#cache = max > 0 ? new LRUCache<string, CachedDecision>({ max, ttlAutopurge: false }) : undefined;
   }
 
   /** Ask the PDP. Never throws: any failure is a deny decision with code `pdp_unavailable`. */
   async decide(req: DecideRequest): Promise<Decision> {
-    const body: DecideRequest = { ...req, context: { ...req.context, shim: req.context?.shim ?? this.#shim } };
-    const key = this.#cache ? cacheKey(body) : undefined;
+    const key = this.#cache ? cacheKey(req, this.#shim) : undefined;
     if (key !== undefined) {
       const hit = this.#cache!.get(key);
-      if (hit) return hit;
+      // The key carries only the token's tail; the whole token must match too.
+      if (hit && hit.token === req.token) return hit.decision;
     }
+    const body: DecideRequest = { ...req, context: { ...req.context, shim: req.context?.shim ?? this.#shim } };
     try {
       const res = await request(`${this.#base}/v1/decide`, {
         method: 'POST',
@@ -73,7 +74,7 @@ export class PdpClient {
       // Only allow decisions are cached locally: a denial is cheap to re-ask and an
       // approval must be re-checked every time (it may have been granted meanwhile).
       if (key !== undefined && decision.effect === 'allow' && decision.ttl_ms > 0) {
-        this.#cache!.set(key, decision, { ttl: decision.ttl_ms });
+        this.#cache!.set(key, { token: req.token, decision }, { ttl: decision.ttl_ms });
       }
       return decision;
     } catch (err) {
@@ -113,18 +114,30 @@ export class PdpClient {
 
 /** Keys up to this many characters are used as they are; longer ones (big prompts) are hashed to bound memory. */
 const RAW_KEY_MAX = 4096;
+/** Characters of the token in the key: a JWT's signature tail is as good as unique. */
+const TOKEN_TAIL = 32;
+
+interface CachedDecision {
+  token: string;
+  decision: Decision;
+}
 
 /**
- * The local cache key: token + resource + request + context minus the per-call fields.
- * Built with plain JSON.stringify (native, several times faster than a sorted stringify):
- * the shims build their requests in a fixed key order, and a different order can only
- * cause a miss, never a wrong hit — equal keys mean byte-identical decision inputs.
- * Short keys skip hashing (the hash was most of the cost of a cache hit); long ones are
- * hashed so a cache full of large prompts stays small. The prefixes keep the two apart.
+ * The local cache key: the token's tail + resource + request + context minus the per-call
+ * fields; the whole token is compared on a hit (a string compare instead of hashing and
+ * serialising ~1 KB of token for every lookup). Tokens sharing a tail only evict each
+ * other. Built with plain JSON.stringify (native, several times faster than a sorted
+ * stringify): the shims build their requests in a fixed key order, and a different order
+ * can only cause a miss, never a wrong hit — equal keys mean identical decision inputs.
+ * Short keys are used as they are; long ones (big prompts) are hashed so a cache full of
+ * them stays small. The prefixes keep the two apart.
  */
-function cacheKey(req: DecideRequest): string {
-  const { session_id: _s, run_id: _r, client_addr: _c, ...ctx } = req.context ?? {};
-  const raw = JSON.stringify([req.token, req.resource, req.request, ctx]);
+function cacheKey(req: DecideRequest, defaultShim: string): string {
+  // The context fields that can change a decision (the contract allows no others; session,
+  // run and client address are per call). Listed, not copied with a rest spread: V8's
+  // object rest is a slow path, and this runs for every request.
+  const c = req.context;
+  const raw = JSON.stringify([req.token.slice(-TOKEN_TAIL), req.resource, req.request, c?.chain, c?.step, c?.shim ?? defaultShim]);
   return raw.length <= RAW_KEY_MAX ? `r${raw}` : `h${createHash('sha256').update(raw).digest('base64url')}`;
 }
 
