@@ -23,6 +23,12 @@ export interface PdpClientOptions {
   cacheMax?: number;
   /** Keep-alive connections to the PDP. Default 16. */
   connections?: number;
+  /**
+   * Follow the PDP's revocation feed (`GET /v1/revocations/stream`) and drop the local cache
+   * on every revocation, so a revoked token stops working here as fast as at the PDP. While
+   * the feed is not connected the local cache is not used. Default: on when caching.
+   */
+  revocationFeed?: boolean;
 }
 
 export type ApprovalStatus = 'approved' | 'denied' | 'expired' | 'pending';
@@ -37,6 +43,9 @@ export class PdpClient {
   readonly #timeoutMs: number;
   readonly #agent: Agent;
   readonly #cache: LRUCache<string, CachedDecision> | undefined;
+  /** True while the revocation feed is connected: only then may cached allows be served. */
+  #feedLive = false;
+  readonly #feedAbort = new AbortController();
 
   constructor(opts: PdpClientOptions) {
     this.#base = opts.url.replace(/\/+$/, '');
@@ -46,11 +55,70 @@ export class PdpClient {
     this.#agent = new Agent({ connections: opts.connections ?? 16, keepAliveTimeout: 30_000, pipelining: 1 });
     const max = opts.cacheMax ?? 10_000;
     this.#cache = max > 0 ? new LRUCache<string, CachedDecision>({ max, ttlAutopurge: false }) : undefined;
+    if (this.#cache && opts.revocationFeed !== false) void this.#followRevocations();
+    else this.#feedLive = this.#cache !== undefined; // caching without the feed was asked for explicitly
+  }
+
+  /** Whether cached allow decisions may be served now (the revocation feed is connected). */
+  get cacheLive(): boolean {
+    return this.#cache !== undefined && this.#feedLive;
+  }
+
+  /**
+   * Keep a Server-Sent Events connection to the PDP's revocation feed; clear the cache on
+   * every event and whenever the connection drops (revocations may have been missed), and
+   * reconnect with backoff until closed.
+   */
+  async #followRevocations(): Promise<void> {
+    const signal = this.#feedAbort.signal;
+    let backoffMs = 250;
+    while (!signal.aborted) {
+      try {
+        const res = await request(`${this.#base}/v1/revocations/stream`, {
+          method: 'GET',
+          dispatcher: this.#agent,
+          headers: { authorization: `Bearer ${this.#key}`, accept: 'text/event-stream' },
+          headersTimeout: this.#timeoutMs,
+          // The PDP sends a heartbeat every 15 s; a silent minute means the feed is gone.
+          bodyTimeout: 60_000,
+          signal,
+        });
+        if (res.statusCode !== 200) {
+          await res.body.dump().catch(() => {});
+          throw new Error(`revocation feed answered HTTP ${res.statusCode}`);
+        }
+        let pending = '';
+        for await (const chunk of res.body) {
+          pending += (chunk as Buffer).toString('utf8');
+          let end: number;
+          while ((end = pending.indexOf('\n\n')) >= 0) {
+            const event = pending.slice(0, end);
+            pending = pending.slice(end + 2);
+            if (/^event: (ready|revocation)$/m.test(event)) {
+              this.#cache?.clear();
+              this.#feedLive = true;
+              backoffMs = 250;
+            }
+          }
+        }
+        throw new Error('revocation feed ended');
+      } catch {
+        this.#feedLive = false;
+        this.#cache?.clear();
+        if (signal.aborted) return;
+        await new Promise<void>((resolve) => {
+          const t = setTimeout(resolve, backoffMs);
+          t.unref();
+          signal.addEventListener('abort', () => resolve(), { once: true });
+        });
+        backoffMs = Math.min(backoffMs * 2, 5_000);
+      }
+    }
   }
 
   /** Ask the PDP. Never throws: any failure is a deny decision with code `pdp_unavailable`. */
   async decide(req: DecideRequest): Promise<Decision> {
-    const key = this.#cache ? cacheKey(req, this.#shim) : undefined;
+    const key = this.#cache && this.#feedLive ? cacheKey(req, this.#shim) : undefined;
     if (key !== undefined) {
       const hit = this.#cache!.get(key);
       // The key carries only the token's tail; the whole token must match too.
@@ -108,7 +176,9 @@ export class PdpClient {
   }
 
   async close(): Promise<void> {
-    await this.#agent.close();
+    this.#feedAbort.abort();
+    this.#feedLive = false;
+    await this.#agent.destroy();
   }
 }
 
@@ -137,7 +207,10 @@ function cacheKey(req: DecideRequest, defaultShim: string): string {
   // run and client address are per call). Listed, not copied with a rest spread: V8's
   // object rest is a slow path, and this runs for every request.
   const c = req.context;
-  const raw = JSON.stringify([req.token.slice(-TOKEN_TAIL), req.resource, req.request, c?.chain, c?.step, c?.shim ?? defaultShim]);
+  // sql.text_sha256 binds approvals only; policies never see it, so it must not split entries.
+  const sql = req.request.sql;
+  const request = sql?.text_sha256 === undefined ? req.request : { ...req.request, sql: { statements: sql.statements, fingerprint: sql.fingerprint } };
+  const raw = JSON.stringify([req.token.slice(-TOKEN_TAIL), req.resource, request, c?.chain, c?.step, c?.shim ?? defaultShim]);
   return raw.length <= RAW_KEY_MAX ? `r${raw}` : `h${createHash('sha256').update(raw).digest('base64url')}`;
 }
 

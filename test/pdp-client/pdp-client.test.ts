@@ -1,0 +1,68 @@
+/**
+ * The shims' PDP client against a real PDP: local caching of allows, fail-closed answers,
+ * and the revocation feed that makes a revoked token stop working at the shim at once
+ * (not after the cached allow's ttl_ms).
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { PdpClient } from '../../shims/pdp-client/src/index.js';
+import { startPdp, type RunningPdp } from '../support/pdp.js';
+
+const ORDERS = { kind: 'sql', name: 'orders-db' } as const;
+const select = { sql: { statements: [{ command: 'select', relations: ['public.orders'], columns: [], functions: [] }] } };
+
+async function until(cond: () => boolean, what: string): Promise<void> {
+  for (let i = 0; i < 200 && !cond(); i++) await new Promise((r) => setTimeout(r, 25));
+  assert.ok(cond(), what);
+}
+
+describe('PdpClient', () => {
+  let pdp: RunningPdp;
+  before(async () => {
+    pdp = await startPdp();
+  });
+  after(() => pdp.close());
+
+  it('serves repeated allows from its cache, and drops them when the token is revoked', async () => {
+    const client = new PdpClient({ url: pdp.url, key: pdp.shimKey, shim: 'test' });
+    try {
+      await until(() => client.cacheLive, 'the revocation feed connects');
+      const token = await pdp.mint('agent-rev', ['sql:orders-db:select:public.orders']);
+      const first = await client.decide({ token, resource: ORDERS, request: select });
+      assert.equal(first.effect, 'allow');
+      const second = await client.decide({ token, resource: ORDERS, request: select });
+      assert.equal(second.decision_id, first.decision_id, 'the second answer came from the local cache');
+
+      const jti = JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString()).jti as string;
+      const revoke = await fetch(`${pdp.url}/v1/tokens/${jti}/revoke`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${pdp.adminKey}`, 'content-type': 'application/json' },
+        body: '{}',
+      });
+      assert.equal(revoke.status, 201);
+      // The feed event clears the cache; then the PDP itself denies the revoked token.
+      let after = await client.decide({ token, resource: ORDERS, request: select });
+      for (let i = 0; i < 200 && after.effect === 'allow'; i++) {
+        await new Promise((r) => setTimeout(r, 25));
+        after = await client.decide({ token, resource: ORDERS, request: select });
+      }
+      assert.equal(after.effect, 'deny');
+      assert.equal(after.code, 'token_revoked');
+    } finally {
+      await client.close();
+    }
+  });
+
+  it('answers deny with pdp_unavailable when the PDP cannot be reached', async () => {
+    const client = new PdpClient({ url: 'http://127.0.0.1:9', key: 'k'.repeat(20), shim: 'test', timeoutMs: 500 });
+    try {
+      const d = await client.decide({ token: 'x', resource: ORDERS, request: select });
+      assert.equal(d.effect, 'deny');
+      assert.equal(d.allow, false);
+      assert.equal(d.code, 'pdp_unavailable');
+      assert.equal(client.cacheLive, false, 'no feed, no cache');
+    } finally {
+      await client.close();
+    }
+  });
+});
