@@ -64,7 +64,7 @@ export interface DecisionLogOptions {
 }
 
 export const DEFAULT_DECISION_LOG_OPTIONS: DecisionLogOptions = {
-  batchSize: 2000,
+  batchSize: 5000,
   flushIntervalMs: 50,
   maxBufferedEntries: 100_000,
   retryMinMs: 100,
