@@ -360,6 +360,13 @@ async function main(): Promise<void> {
         console.log(`node-pipe baseline, ${workload}: ${p.tps.toFixed(0)} TPS, ${p.latencyMs.toFixed(2)} ms (${(p.tps / (results.pgbouncer as Result).tps).toFixed(2)}× pgbouncer)`);
       }
     }
+    // How many statements reached the PDP (the rest were answered by the proxy's local cache).
+    const metrics = (await pdp.app.inject({ method: 'GET', url: '/metrics' })).body;
+    const asked = metrics
+      .split('\n')
+      .filter((l) => l.startsWith('scopegate_decisions_total{'))
+      .reduce((n, l) => n + Number(l.split(' ').at(-1)), 0);
+    console.log(`decisions answered by the PDP during the run: ${asked}`);
     console.log(`\nload average at end: ${load()}`);
 
     if (profileDir) {
