@@ -56,6 +56,14 @@ describe('policy hot reload', () => {
     await rm(folder, { recursive: true, force: true });
   });
 
+  const upload = (bundle: Buffer) =>
+    pdp.app.inject({
+      method: 'PUT',
+      url: '/v1/policies',
+      headers: { authorization: `Bearer ${pdp.adminKey}`, 'content-type': 'application/gzip' },
+      payload: bundle,
+    });
+
   const decide = async () =>
     (
       await pdp.app.inject({
@@ -141,12 +149,7 @@ describe('policy hot reload', () => {
         '',
       ].join('\n'),
     }, { capabilities: false, revision: 'conflict' });
-    const up = await pdp.app.inject({
-      method: 'PUT',
-      url: '/v1/policies',
-      headers: { authorization: `Bearer ${pdp.adminKey}`, 'content-type': 'application/gzip' },
-      payload: bundle,
-    });
+    const up = await upload(bundle);
     assert.equal(up.statusCode, 200, up.body);
     const d = await decide();
     assert.equal(d.effect, 'deny');
@@ -165,12 +168,7 @@ describe('policy hot reload', () => {
     ].join('\n');
     await assert.rejects(bundleOf({ 'policy.rego': rego }), (err: Error & { code?: string }) => err.code === 'policy_compile_failed');
     const bundle = await bundleOf({ 'policy.rego': rego }, { capabilities: false, revision: 'missing-builtin' });
-    const up = await pdp.app.inject({
-      method: 'PUT',
-      url: '/v1/policies',
-      headers: { authorization: `Bearer ${pdp.adminKey}`, 'content-type': 'application/gzip' },
-      payload: bundle,
-    });
+    const up = await upload(bundle);
     assert.equal(up.statusCode, 200, up.body);
     const d = await decide();
     assert.equal(d.effect, 'deny');

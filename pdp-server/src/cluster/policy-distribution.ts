@@ -13,6 +13,7 @@ import type { FastifyBaseLogger } from 'fastify';
 import type { Config } from '../config.js';
 import type { Db } from '../store/db.js';
 import type { ClusterBus } from './cluster-bus.js';
+import { serialRunner } from './serial-runner.js';
 
 export interface PolicyDistribution {
   /** Store a bundle (tar.gz bytes as produced by `opa build -t wasm`) with its revision and announce it to all replicas. */
@@ -47,19 +48,10 @@ export async function createPolicyDistribution(
 
   const seqOf = (v: unknown): number => Number(v);
 
-  let chain: Promise<void> = Promise.resolve();
-  const serial = (what: string, fn: () => Promise<void>): Promise<void> => {
-    const run = chain.then(async () => {
-      if (closed) return;
-      try {
-        await fn();
-      } catch (err) {
-        log.warn({ err: (err as Error).message, what }, 'policy sync failed; will retry');
-      }
-    });
-    chain = run;
-    return run;
-  };
+  const serial = serialRunner(
+    () => closed,
+    (what, err) => log.warn({ err: err.message, what }, 'policy sync failed; will retry'),
+  );
 
   /** Deliver the newest stored bundle if it is newer than what this replica has. */
   const sync = async () => {
@@ -147,7 +139,7 @@ export async function createPolicyDistribution(
     async close() {
       closed = true;
       if (pollTimer) clearTimeout(pollTimer);
-      await chain;
+      await serial('close', async () => {}); // waits for the runs already queued
     },
   };
 }

@@ -19,6 +19,7 @@ import type { Config } from '../config.js';
 import type { SubjectClaims } from '../contract.js';
 import type { Db } from '../store/db.js';
 import type { ClusterBus } from '../cluster/cluster-bus.js';
+import { serialRunner } from '../cluster/serial-runner.js';
 
 export interface Revocation {
   id: string;
@@ -181,19 +182,10 @@ export async function createRevocationService(
   };
 
   // One store read at a time: polls, resyncs and prunes never overlap.
-  let chain: Promise<void> = Promise.resolve();
-  const serial = (what: string, fn: () => Promise<void>): Promise<void> => {
-    const run = chain.then(async () => {
-      if (closed) return;
-      try {
-        await fn();
-      } catch (err) {
-        log.warn({ err: (err as Error).message, what }, 'revocation sync failed; will retry');
-      }
-    });
-    chain = run;
-    return run;
-  };
+  const serial = serialRunner(
+    () => closed,
+    (what, err) => log.warn({ err: err.message, what }, 'revocation sync failed; will retry'),
+  );
 
   const fullResync = async () => {
     const now = await db.query<{ now: Date | string }>('SELECT now() AS now');
@@ -323,7 +315,7 @@ export async function createRevocationService(
       listeners.clear();
       if (pollTimer) clearTimeout(pollTimer);
       clearInterval(pruneTimer);
-      await chain;
+      await serial('close', async () => {}); // waits for the runs already queued
     },
   };
 }
