@@ -15,7 +15,9 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { createThrowawayDatabase, type ThrowawayDatabase } from '../../test/cluster/test-services.js';
+import { readdir, readFile } from 'node:fs/promises';
 import { runLoad, runPaced, type PhaseResult } from '../pdp-vs-opa/load.js';
+import { cpuSeconds } from '../pdp-vs-opa/machine.js';
 import { startScopegate, type RunningScopegate } from '../pdp-vs-opa/servers.js';
 import { BENCH_SCOPES, decideBody } from '../pdp-vs-opa/workload.js';
 
@@ -73,6 +75,27 @@ async function rowCount(url: string): Promise<number> {
   }
 }
 
+/** CPU seconds used so far by every Postgres server process on the machine. */
+async function postgresCpuSeconds(): Promise<number> {
+  let total = 0;
+  for (const pid of await readdir('/proc')) {
+    if (!/^\d+$/.test(pid)) continue;
+    const comm = await readFile(`/proc/${pid}/comm`, 'utf8').catch(() => '');
+    if (comm.trim() !== 'postgres') continue;
+    total += (await cpuSeconds(Number(pid))) ?? 0;
+  }
+  return total;
+}
+
+/** Run a phase and add the CPU the PDP and Postgres spent per answer (µs). */
+async function measured<T extends PhaseResult>(t: Target, run: () => Promise<T>): Promise<T & { pdpUs: number; pgUs: number }> {
+  const [pdp0, pg0] = [(await cpuSeconds(t.server.pid)) ?? 0, await postgresCpuSeconds()];
+  const r = await run();
+  const [pdp1, pg1] = [(await cpuSeconds(t.server.pid)) ?? 0, await postgresCpuSeconds()];
+  const per = (s: number) => (r.count > 0 ? (s * 1e6) / r.count : Number.NaN);
+  return { ...r, pdpUs: per(pdp1 - pdp0), pgUs: per(pg1 - pg0) };
+}
+
 const fmt = (r: PhaseResult) => `${r.rps.toFixed(0).padStart(7)} req/s  p50 ${r.p50Ms.toFixed(3)} ms  p99 ${r.p99Ms.toFixed(3)} ms  errors ${r.errors + r.non2xx + r.mismatches}`;
 
 const targets: Target[] = [];
@@ -82,18 +105,19 @@ try {
   for (const t of targets) await runLoad({ ...spec(t), durationS: 2 }); // warm-up
   const peak: Record<string, PhaseResult> = {};
   for (const t of targets) {
-    peak[t.label] = await runLoad(spec(t));
-    console.log(`peak ${t.label.padEnd(8)} ${fmt(peak[t.label]!)}`);
+    const m = await measured(t, () => runLoad(spec(t)));
+    peak[t.label] = m;
+    console.log(`peak ${t.label.padEnd(8)} ${fmt(m)}  CPU/decision: PDP ${m.pdpUs.toFixed(0)} µs, Postgres ${m.pgUs.toFixed(0)} µs`);
   }
   const rate = Math.floor(Math.min(...Object.values(peak).map((r) => r.rps)) / 2);
   const paced: Record<string, PhaseResult> = {};
   // Alternate the order over two rounds so drift in machine load hits both sides alike.
   for (const round of [0, 1]) {
     for (const t of round === 0 ? targets : [...targets].reverse()) {
-      const r = await runPaced({ ...spec(t), rate, graceS: 3 });
+      const r = await measured(t, () => runPaced({ ...spec(t), rate, graceS: 3 }));
       const prev = paced[t.label];
       paced[t.label] = prev && prev.p99Ms <= r.p99Ms ? prev : r; // best of two rounds for each side
-      console.log(`paced ${t.label.padEnd(8)} @ ${rate}/s ${fmt(r)}`);
+      console.log(`paced ${t.label.padEnd(8)} @ ${rate}/s ${fmt(r)}  CPU/decision: PDP ${r.pdpUs.toFixed(0)} µs, Postgres ${r.pgUs.toFixed(0)} µs`);
     }
   }
   const on = paced.log_on!;
