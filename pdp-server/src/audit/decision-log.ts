@@ -111,7 +111,7 @@ function copyText(rows: Record<string, unknown>[]): string {
       if (col === 'latency_us') return String(typeof v === 'number' ? Math.round(v) : 0);
       if (col === 'cache_hit') return v === true ? 't' : 'f';
       if (v === undefined || v === null) return '\\N';
-      if (col === 'request_summary') return esc(JSON.stringify(v));
+      if (col === 'request_summary') return esc(String(v)); // already JSON text (toCopyRow)
       return esc(String(v));
     });
     out += fields.join('\t') + '\n';
@@ -176,14 +176,24 @@ export async function createDecisionLog(
   }, opts.maintenanceIntervalMs);
   maintenance.unref();
 
+  /** The summary as stored (a marker when too large), with its JSON text: serialised once. */
+  function storedSummary(e: DecisionLogEntry): { value: unknown; json: string } | null {
+    if (e.request_summary === undefined || e.request_summary === null) return null;
+    const json = JSON.stringify(e.request_summary);
+    if (json === undefined) return null;
+    if (json.length <= opts.maxSummaryBytes) return { value: e.request_summary, json };
+    const marker = { truncated: true, bytes: json.length };
+    return { value: marker, json: JSON.stringify(marker) };
+  }
+
+  /** A row for the INSERT path (the whole batch goes through jsonb_to_recordset as JSON). */
   function toRow(e: DecisionLogEntry): Record<string, unknown> {
-    let summary = e.request_summary ?? null;
-    if (summary !== null) {
-      const s = JSON.stringify(summary);
-      if (s === undefined) summary = null;
-      else if (s.length > opts.maxSummaryBytes) summary = { truncated: true, bytes: s.length };
-    }
-    return { ...e, request_summary: summary, instance: config.instanceId };
+    return { ...e, request_summary: storedSummary(e)?.value ?? null, instance: config.instanceId };
+  }
+
+  /** A row for COPY: the summary already as JSON text. */
+  function toCopyRow(e: DecisionLogEntry): Record<string, unknown> {
+    return { ...e, request_summary: storedSummary(e)?.json ?? null, instance: config.instanceId };
   }
 
   /**
@@ -196,7 +206,7 @@ export async function createDecisionLog(
     await partitions.ensure(entries.map((e) => utcDay(e.time)));
     if (fresh && db.copyFrom) {
       try {
-        await db.copyFrom(COPY_SQL, copyText(entries.map(toRow)));
+        await db.copyFrom(COPY_SQL, copyText(entries.map(toCopyRow)));
         stats.inserted += entries.length;
         return;
       } catch (err) {
