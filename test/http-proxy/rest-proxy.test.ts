@@ -182,6 +182,7 @@ test('text answers are masked; binary answers that would need masking are refuse
   const text = await send('GET', '/crm/v1/notes.txt', auth());
   assert.equal(text.status, 200);
   assert.equal(text.body, 'Call Ann at [REDACTED:email]');
+  assert.match(String(text.headers['x-scopegate-decision-id']), /^[0-9a-f-]{36}$/, 'the upstream cannot forge the decision id');
   const bin = await send('GET', '/crm/v1/photo', auth());
   assert.equal(bin.status, 502);
   assert.equal(bin.json.code, 'response_unmaskable');

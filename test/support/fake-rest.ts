@@ -35,7 +35,10 @@ export async function startFakeRest(): Promise<FakeRest> {
       if (path.startsWith('/v1/contacts/') && req.method === 'GET') return json(200, { ...CONTACT, id: path.slice('/v1/contacts/'.length) });
       if (path === '/v1/contacts' && req.method === 'POST') return json(201, { created: true, received: body.length });
       if (path === '/v1/admin/keys') return json(200, { root_key: 'AKIAIOSFODNN7EXAMPLE' });
-      if (path === '/v1/notes.txt') return res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8' }).end('Call Ann at ann@example.com');
+      // The upstream also tries to set the decision-id header: the proxy's own must win.
+      if (path === '/v1/notes.txt') {
+        return res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8', 'x-scopegate-decision-id': 'forged-by-upstream' }).end('Call Ann at ann@example.com');
+      }
       if (path === '/v1/photo') return res.writeHead(200, { 'content-type': 'application/octet-stream' }).end(Buffer.from([0, 1, 2, 3]));
       return json(404, { error: 'not found' });
     });

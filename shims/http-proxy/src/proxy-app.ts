@@ -374,13 +374,13 @@ export function createHttpProxy(options: HttpProxyOptions): FastifyInstance {
     }
 
     const resHeaders: Record<string, string | string[]> = {};
-    // The decision id goes first so that, as before, an upstream header of the same name is what is sent.
-    resHeaders[DECISION_ID_HEADER] = decisionId;
     for (const name in head.headers) {
       const value = head.headers[name];
       if (value === undefined || DROP_RESPONSE_HEADERS.has(name)) continue;
       resHeaders[name] = value;
     }
+    // Set last: an upstream cannot forge or hide the id of the decision that let it answer.
+    resHeaders[DECISION_ID_HEADER] = decisionId;
     const contentType = typeof head.headers['content-type'] === 'string' ? head.headers['content-type'] : undefined;
     const encoding = head.headers['content-encoding'];
 
