@@ -34,6 +34,7 @@ import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { BUNDLED_POLICY_DIR, REPO_ROOT } from '../../pdp-server/src/config.js';
 import { startPdp, type RunningPdp } from '../../test/support/pdp.js';
+import { freePort } from '../pdp-vs-opa/servers.js';
 
 const { values } = parseArgs({
   options: {
@@ -54,16 +55,6 @@ const SCALE = 1;
 const WARMUP_S = 3;
 
 const load = () => os.loadavg().map((l) => l.toFixed(2)).join(' ');
-
-async function freePort(): Promise<number> {
-  const srv = net.createServer();
-  srv.listen(0, '127.0.0.1');
-  await once(srv, 'listening');
-  const port = (srv.address() as net.AddressInfo).port;
-  srv.close();
-  await once(srv, 'close');
-  return port;
-}
 
 /** Wait until something accepts TCP connections on the port (bounded). */
 async function waitForPort(port: number, what: string): Promise<void> {
