@@ -2,9 +2,10 @@
  * The spool: an append-only journal of decision-log entries in `<dataDir>/spool/`, split into
  * numbered segment files (`seg-<n>.ndjson`, one JSON entry per line).
  *
- * Entries are journaled with group commit: the lines appended during one turn of the event
- * loop go out in one asynchronous write(2) (on libuv's thread pool, so a slow disk never
- * stalls the event loop), and `append` resolves when that write has completed. The PDP
+ * Entries are journaled with group commit: the lines appended while the previous write was in
+ * flight (or during one turn of the event loop) go out in one asynchronous write(2) (on
+ * libuv's thread pool, so a slow disk never stalls the event loop), and `append` resolves
+ * when that write has completed. The PDP
  * answers a decision only after its entry is journaled, so an answered decision survives the
  * process being killed (the bytes are in the OS page cache). A segment is deleted once its entries are committed
  * to the database. While the database is unreachable segments are fsync'ed as they are
@@ -44,6 +45,12 @@ export class DecisionSpool {
   private scheduled = false;
   /** The last write issued on the active segment's fd; writes on one fd never overlap. */
   private inflight: Promise<void> = Promise.resolve();
+  /**
+   * A write of the active segment is in flight. Lines appended meanwhile wait for it and then
+   * go out together in the next write, so under load there is about one write(2) per write
+   * latency rather than one per event-loop turn.
+   */
+  private writing = false;
   /** Called with the error of a failed journal write (disk full, …); entries stay in memory. */
   onWriteError: (err: Error) => void = () => {};
 
@@ -93,9 +100,14 @@ export class DecisionSpool {
     return written;
   }
 
-  /** Hand the buffered lines of the active segment to one write(2). */
+  /** End of an event-loop turn: write what was appended, unless a write is already in flight. */
   private writeOut(): void {
     this.scheduled = false;
+    if (!this.writing) this.issueWrite();
+  }
+
+  /** Hand the buffered lines of the active segment to one write(2), after any in flight. */
+  private issueWrite(): void {
     const data = this.buffered;
     const waiters = this.waiters;
     const fd = this.fd;
@@ -111,6 +123,7 @@ export class DecisionSpool {
       return;
     }
     const bytes = Buffer.from(data, 'utf8');
+    this.writing = true;
     this.inflight = this.inflight.then(
       () =>
         new Promise<void>((resolve) => {
@@ -121,6 +134,11 @@ export class DecisionSpool {
             }
             release();
             resolve();
+            // Still the active segment: write what piled up meanwhile (rotate handles its own).
+            if (this.active === seg) {
+              this.writing = false;
+              if (this.buffered !== '') this.issueWrite();
+            }
           });
         }),
     );
@@ -132,14 +150,16 @@ export class DecisionSpool {
 
   /** Close the active segment and hand it over; optionally fsync it first (outage mode). */
   async rotate(sync: boolean): Promise<Segment | null> {
-    // Lines still buffered belong to this segment: write them to its fd before switching.
-    if (this.buffered !== '') this.writeOut();
+    // Lines still buffered belong to this segment: write them to its fd (after any write in
+    // flight) before switching.
+    if (this.buffered !== '') this.issueWrite();
     const seg = this.active;
     const fd = this.fd;
     const inflight = this.inflight;
     this.active = null;
     this.fd = null;
     this.inflight = Promise.resolve();
+    this.writing = false;
     if (seg === null) return null;
     await inflight;
     if (fd !== null) {
