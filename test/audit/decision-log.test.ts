@@ -56,6 +56,25 @@ for (const backend of BACKENDS) {
       }
     });
 
+    it('stores text with tabs, newlines, backslashes and quotes exactly (COPY escaping)', async () => {
+      const tmp = await tempDir('sg-dlog-');
+      try {
+        const log = await createDecisionLog(t.db, testConfig(tmp.dir), silentLog);
+        const tricky = 'a\tb\nc\\d"e\r{f},g\\N';
+        const e = entry({ reasons: [tricky, 'plain'], subject: tricky, request_summary: { note: tricky, n: [1, 2] } });
+        await log.append(e);
+        await log.flush();
+        const r = await t.db.query<Record<string, unknown>>('SELECT subject, reasons, request_summary FROM decision_log WHERE decision_id = $1', [e.decision_id]);
+        const row = r.rows[0]!;
+        assert.equal(row.subject, tricky);
+        assert.deepEqual(row.reasons, [tricky, 'plain']);
+        assert.deepEqual(row.request_summary, { note: tricky, n: [1, 2] });
+        await log.close();
+      } finally {
+        await tmp.cleanup();
+      }
+    });
+
     it('is idempotent by (time, decision_id)', async () => {
       const tmp = await tempDir('sg-dlog-');
       try {

@@ -93,13 +93,18 @@ const COPY_COLUMNS = [
 ] as const;
 const COPY_SQL = `COPY decision_log (${COPY_COLUMNS.join(', ')}) FROM STDIN`;
 
+const COPY_SPECIAL = /[\\\t\n\r]/;
+const COPY_SPECIAL_ALL = /[\\\t\n\r]/g;
+
 /**
  * Rows in COPY text format (PostgreSQL docs, "COPY — File Formats — Text Format"): tab
  * separated, `\N` for NULL, backslash escapes for backslash, tab, newline and CR. Written by
  * hand because it is four escapes; a CSV library would add nothing but overhead here.
  */
 function copyText(rows: Record<string, unknown>[]): string {
-  const esc = (s: string) => s.replace(/[\\\t\n\r]/g, (c) => (c === '\\' ? '\\\\' : c === '\t' ? '\\t' : c === '\n' ? '\\n' : '\\r'));
+  // Most fields have nothing to escape: test first, so the common case costs one scan.
+  const esc = (s: string) =>
+    COPY_SPECIAL.test(s) ? s.replace(COPY_SPECIAL_ALL, (c) => (c === '\\' ? '\\\\' : c === '\t' ? '\\t' : c === '\n' ? '\\n' : '\\r')) : s;
   const arrayLiteral = (items: unknown[]) =>
     '{' + items.map((i) => '"' + String(i).replace(/\\/g, '\\\\').replace(/"/g, '\\"') + '"').join(',') + '}';
   let out = '';
