@@ -42,6 +42,7 @@ import {
   decodeBind,
   decodeCString,
   decodeDataRow,
+  decodeExecute,
   decodeNotice,
   decodeParse,
   decodeRowDescription,
@@ -114,14 +115,33 @@ interface StatementInfo {
 
 type Verdict = { ok: true; plan: MaskPlan } | { ok: false; decisionId: string; message: string };
 
+/**
+ * A bound portal as the proxy knows it: its own statement's mask plan and, once a
+ * Describe of the portal has come back, its columns. Rows of an Execute are masked with
+ * the plan of the portal executed, never with whatever RowDescription came last (portals
+ * interleave and resume across batches after PortalSuspended).
+ */
+interface PortalState {
+  /** False for a portal the proxy did not see bound (e.g. a SQL cursor reached by Execute): its rows are withheld. */
+  known: boolean;
+  plan: MaskPlan;
+  fields?: FieldDescription[];
+  actions?: FieldAction[];
+}
+
+/** An extended-protocol message whose response carries row shapes or rows, in send order. */
+type PortalOp = { kind: 'describePortal' | 'execute'; portal: PortalState } | { kind: 'describeStatement' };
+
 interface Batch {
   plan: MaskPlan;
   statements: SqlStatement[];
+  /** Describe/Execute messages of the batch whose responses have not completed yet. */
+  ops: PortalOp[];
 }
-const EMPTY_BATCH: Batch = Object.freeze({ plan: NO_MASK, statements: [] }) as unknown as Batch;
+const EMPTY_BATCH: Batch = Object.freeze({ plan: NO_MASK, statements: [], ops: Object.freeze([]) as unknown as PortalOp[] }) as unknown as Batch;
 
 function joinBatch(a: Batch, b: { plan: MaskPlan; statements: SqlStatement[] }): Batch {
-  return { plan: mergePlans(a.plan, b.plan), statements: [...a.statements, ...b.statements] };
+  return { plan: mergePlans(a.plan, b.plan), statements: [...a.statements, ...b.statements], ops: a === EMPTY_BATCH ? [] : a.ops };
 }
 
 interface DenyMarker {
@@ -168,7 +188,7 @@ export class ProxySession {
 
   readonly #objects: SessionObjects = newSessionObjects();
   readonly #statements = new Map<string, StatementInfo>();
-  readonly #portals = new Map<string, StatementInfo>();
+  readonly #portals = new Map<string, PortalState>();
   /** Mask plan and statements of messages forwarded since the last Sync (the batch being built). */
   #open: Batch = EMPTY_BATCH;
   /** Counts Sync/Query messages: a statement decided in the current batch needs no second decision at Bind. */
@@ -305,6 +325,10 @@ export class ProxySession {
   async #pump(): Promise<void> {
     if (this.#pumping) return;
     this.#pumping = true;
+    // Frames decided in one go (Parse/Bind/Describe/Execute/Sync of a pipelined batch) leave
+    // in one write instead of one syscall each; uncorked before any wait on an approval.
+    const up = this.#upstream;
+    up?.socket.cork();
     try {
       while (this.#queue.length && this.state !== 'closed') {
         const f = this.#queue.shift() as Frame;
@@ -319,6 +343,7 @@ export class ProxySession {
       }
     } finally {
       this.#pumping = false;
+      up?.socket.uncork();
     }
   }
 
@@ -344,8 +369,14 @@ export class ProxySession {
         else this.#portals.delete(t.name);
         return this.#send(f.raw);
       }
-      case FRONTEND.describe:
+      case FRONTEND.describe: {
+        const t = decodeTarget(f.body);
+        this.#addOp(t.kind === 'S' ? { kind: 'describeStatement' } : { kind: 'describePortal', portal: this.#portal(t.name) });
+        return this.#send(f.raw);
+      }
       case FRONTEND.execute:
+        this.#addOp({ kind: 'execute', portal: this.#portal(decodeExecute(f.body).portal) });
+        return this.#send(f.raw);
       case FRONTEND.flush:
         return this.#send(f.raw);
       case FRONTEND.sync:
@@ -426,6 +457,16 @@ export class ProxySession {
     if (leftover.length) this.#onUpstreamData(leftover);
   }
 
+  /** The state of a portal by name; one the proxy did not bind is unknown, so its rows are withheld. */
+  #portal(name: string): PortalState {
+    return this.#portals.get(name) ?? { known: false, plan: NO_MASK };
+  }
+
+  #addOp(op: PortalOp): void {
+    if (this.#open === EMPTY_BATCH) this.#open = { plan: NO_MASK, statements: [], ops: [] };
+    this.#open.ops.push(op);
+  }
+
   async #send(raw: Buffer): Promise<void> {
     const up = this.#upstream;
     if (!up) return;
@@ -503,6 +544,8 @@ export class ProxySession {
   async #holdForApproval(id: string): Promise<'approved' | 'denied' | 'expired' | 'pending'> {
     const waiter = this.cfg.decider.waitApproval?.bind(this.cfg.decider);
     if (!waiter || this.cfg.approvalWaitS <= 0) return 'pending';
+    // Frames already forwarded must not wait behind the hold.
+    this.#upstream?.socket.uncork();
     const deadline = Date.now() + this.cfg.approvalWaitS * 1000;
     this.cfg.log({ event: 'approval_hold', session_id: this.id, approval_id: id, wait_s: this.cfg.approvalWaitS });
     // Bounded: each round waits ≥ 1 s (or ends), and the deadline is fixed.
@@ -566,6 +609,7 @@ export class ProxySession {
     // A statement prepared with SQL PREPARE is also bindable; it was decided when prepared.
     let info = this.#statements.get(b.statement);
     if (!info) {
+      this.#portals.delete(b.portal);
       // Unknown to us (or prepared with SQL PREPARE, known without its mask plan): refused.
       return this.#sendDenied(FRONTEND.bind, randomUUID(), 'bind to a statement the proxy did not see prepared', f);
     }
@@ -574,11 +618,14 @@ export class ProxySession {
       // cache answers within the decision's ttl_ms), so a revoked token or a changed policy
       // also stops statements prepared before the change.
       const v = await this.#decideStatements(info.statements, info.fingerprint, info.textHash);
-      if (!v.ok) return this.#sendDenied(FRONTEND.bind, v.decisionId, v.message, f);
+      if (!v.ok) {
+        this.#portals.delete(b.portal);
+        return this.#sendDenied(FRONTEND.bind, v.decisionId, v.message, f);
+      }
       info = { ...info, plan: v.plan };
       this.#statements.set(b.statement, info);
     }
-    this.#portals.set(b.portal, info);
+    this.#portals.set(b.portal, { known: true, plan: info.plan });
     this.#open = joinBatch(this.#open, info);
     return this.#send(f.raw);
   }
@@ -596,6 +643,22 @@ export class ProxySession {
     }
     if (this.#backendQueue.length > MAX_QUEUED_FRAMES) up.socket.pause();
     void this.#pumpBackend();
+  }
+
+  /** Pending Describe/Execute responses of the batch now answering. */
+  get #ops(): PortalOp[] {
+    return (this.#inflight[0] ?? this.#open).ops;
+  }
+
+  /** The Execute whose rows are arriving now, if the head of the response stream is one. */
+  get #executing(): PortalState | undefined {
+    const head = this.#ops[0];
+    return head?.kind === 'execute' ? head.portal : undefined;
+  }
+
+  /** The head Execute's response is complete (CommandComplete, PortalSuspended, EmptyQueryResponse). */
+  #endExecute(): void {
+    if (this.#executing) this.#ops.shift();
   }
 
   get #currentPlan(): MaskPlan {
@@ -634,6 +697,17 @@ export class ProxySession {
   async #onBackend(f: Frame): Promise<Buffer | undefined> {
     switch (f.type) {
       case BACKEND.rowDescription: {
+        const head = this.#ops[0];
+        if (head && head.kind !== 'execute') {
+          // The answer to a Describe: a portal's columns are kept with the portal.
+          this.#ops.shift();
+          if (head.kind === 'describePortal') {
+            const fields = decodeRowDescription(f.body);
+            head.portal.fields = fields;
+            head.portal.actions = isEmptyPlan(head.portal.plan) ? [] : await fieldActions(fields, head.portal.plan, this.cfg.catalog);
+          }
+          return f.raw;
+        }
         this.#fields = decodeRowDescription(f.body);
         this.#described = true;
         this.#rowPlan = this.#currentPlan;
@@ -641,6 +715,8 @@ export class ProxySession {
         return f.raw;
       }
       case BACKEND.dataRow: {
+        const portal = this.#executing;
+        if (portal) return maskPortalRow(f, portal);
         if (!this.#described) {
           // Rows without a RowDescription (the client skipped Describe): origins are unknown,
           // so under any mask plan every value is withheld (NULL is valid for every type).
@@ -651,10 +727,22 @@ export class ProxySession {
         if (!this.#actions.some((a) => a !== undefined)) return f.raw;
         return maskDataRow(f.body, this.#actions, this.#fields, this.#rowPlan) ?? f.raw;
       }
+      case BACKEND.noData: {
+        const head = this.#ops[0];
+        if (head && head.kind !== 'execute') this.#ops.shift();
+        return f.raw;
+      }
+      case BACKEND.portalSuspended:
+      case BACKEND.emptyQueryResponse:
+        this.#endExecute();
+        return f.raw;
       case BACKEND.errorResponse:
       case BACKEND.noticeResponse: {
         const fields = decodeNotice(f.body);
         if (f.type === BACKEND.errorResponse) {
+          // After an error the backend skips to Sync: no other Describe/Execute of the batch answers.
+          const ops = this.#ops;
+          if (ops.length) ops.length = 0;
           const message = fields.find(([c]) => c === ERROR_FIELDS.message)?.[1] ?? '';
           const m = /scopegate_denied_[0-9a-f]{24}/.exec(message);
           const denial = m ? this.#denials.get(m[0]) : undefined;
@@ -680,6 +768,7 @@ export class ProxySession {
         this.#copyEvery = undefined;
         return f.raw;
       case BACKEND.commandComplete:
+        this.#endExecute();
         this.#actions = [];
         this.#described = false;
         return f.raw;
@@ -732,6 +821,15 @@ export class ProxySession {
   #inflightStatements(): SqlStatement[] {
     return (this.#inflight[0] ?? this.#open).statements;
   }
+}
+
+/** A row of an Execute, masked with its own portal's plan and columns. */
+function maskPortalRow(f: Frame, portal: PortalState): Buffer {
+  if (portal.known && isEmptyPlan(portal.plan)) return f.raw;
+  // Unknown portal, or columns never described: origins are unknown, so every value is withheld.
+  if (!portal.known || !portal.fields || !portal.actions) return encodeDataRow(decodeDataRow(f.body).map(() => null));
+  if (!portal.actions.some((a) => a !== undefined)) return f.raw;
+  return maskDataRow(f.body, portal.actions, portal.fields, portal.plan) ?? f.raw;
 }
 
 function int32(n: number): Buffer {
