@@ -203,19 +203,20 @@ export class DecisionService {
     const active = this.deps.engine.active;
     const revision = active?.revision ?? '';
     const { cache, cacheKey } = this.deps;
+    const request = policyView(req.request);
     let key: string | undefined;
     if (cache && cacheKey && active) {
       key = cacheKey({
         revision,
         tokenId: claims.jti ? `jti:${claims.iss}:${claims.jti}` : `tok:${sha256(req.token)}`,
         resource: req.resource,
-        request: policyView(req.request),
+        request,
         context: pick(context),
       });
       const hit = await cache.get(key);
       if (hit) return { result: hit, revision, cacheHit: true };
     }
-    const input: PolicyInput = { subject: claims, resource: req.resource, request: policyView(req.request), context };
+    const input: PolicyInput = { subject: claims, resource: req.resource, request, context };
     const { result, revision: evaluatedRevision } = this.deps.engine.decide(input);
     const ttl = capTtl(result.ttl_ms ?? 0, claims);
     // Only cache under the revision that produced the answer; a swap mid-flight changes the key.
