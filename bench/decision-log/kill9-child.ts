@@ -1,7 +1,8 @@
 /**
- * Child of kill9-durability.ts: a decision-log writer under load. When each append resolves
+ * Child of kill9-durability.ts: a decision-log writer under load. When each append returns
  * (the moment the PDP answers the decision) it reports the decision id on stdout. Appends
- * run 200 at a time, as concurrent requests would.
+ * come 200 per event-loop turn, as concurrent requests would, and the loop turns between
+ * them (timers and I/O run, as in a server).
  */
 import { createDecisionLog } from '../../pdp-server/src/audit/decision-log.js';
 import { openPostgres } from '../../pdp-server/src/store/db.js';
@@ -13,11 +14,13 @@ const db = await openPostgres(url, silentLog);
 const log = await createDecisionLog(db, testConfig(dataDir), silentLog);
 process.stdout.write('ready\n');
 for (let i = 0; i < 50_000; i++) {
-  await Promise.all(
-    Array.from({ length: 200 }, async () => {
-      const e = entry({ session_id: 'kill9' });
-      await log.append(e);
-      process.stdout.write(e.decision_id + '\n');
-    }),
-  );
+  let answered = '';
+  for (let j = 0; j < 200; j++) {
+    const e = entry({ session_id: 'kill9' });
+    log.append(e);
+    answered += e.decision_id + '\n';
+  }
+  // The ids are reported only after their appends returned.
+  if (!process.stdout.write(answered)) await new Promise((resolve) => process.stdout.once('drain', resolve));
+  await new Promise((resolve) => setImmediate(resolve));
 }

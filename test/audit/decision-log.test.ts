@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { readdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { createDecisionLog } from '../../pdp-server/src/audit/decision-log.js';
+import { copyLine, parseCopyLine } from '../../pdp-server/src/audit/copy-format.js';
 import { openPostgres, type Db } from '../../pdp-server/src/store/db.js';
 import { DecisionPartitions, partitionName } from '../../pdp-server/src/store/decision-partitions.js';
 import { entry } from './sample-entry.js';
@@ -136,8 +137,8 @@ for (const backend of BACKENDS) {
         const { mkdir } = await import('node:fs/promises');
         await mkdir(path.join(tmp.dir, 'spool'));
         await writeFile(
-          path.join(tmp.dir, 'spool', 'seg-0000000000000007.ndjson'),
-          JSON.stringify(good) + '\n' + JSON.stringify(entry()).slice(0, 40),
+          path.join(tmp.dir, 'spool', 'seg-0000000000000007.rows'),
+          copyLine(good, 'test', JSON.stringify(good.request_summary)) + copyLine(entry(), 'test', '{}').slice(0, 40),
         );
         const log = await createDecisionLog(t.db, testConfig(tmp.dir), silentLog);
         await log.flush();
@@ -149,6 +150,53 @@ for (const backend of BACKENDS) {
         await tmp.cleanup();
       }
     });
+
+    if (backend === 'postgres') {
+      it('streams rows into an open COPY; a COPY cut off mid-way is replayed exactly once', async () => {
+        const tmp = await tempDir('sg-dlog-');
+        try {
+          const log = await createDecisionLog(t.db, testConfig(tmp.dir), silentLog, { commitIntervalMs: 60_000, streamWriteMs: 1 });
+          const first = Array.from({ length: 50 }, () => entry({ session_id: 'stream-cut' }));
+          for (const e of first) await log.append(e);
+          // The live COPY's backend is visible while the segment is open: kill it.
+          let killed = 0;
+          for (let i = 0; i < 200 && killed === 0; i++) {
+            const r = await t.db.query<{ ok: boolean }>(
+              "SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity WHERE query LIKE 'COPY decision_log%' AND pid <> pg_backend_pid() AND datname = current_database()",
+            );
+            killed = r.rows.filter((x) => x.ok).length;
+            if (killed === 0) await new Promise((resolve) => setTimeout(resolve, 10));
+          }
+          assert.equal(killed, 1, 'one streaming COPY was open');
+          const second = Array.from({ length: 50 }, () => entry({ session_id: 'stream-cut' }));
+          for (const e of second) await log.append(e);
+          await log.flush();
+          const r = await t.db.query<{ n: string }>("SELECT count(DISTINCT decision_id) AS n, count(*) AS total FROM decision_log WHERE session_id = 'stream-cut'");
+          assert.equal(Number(r.rows[0]!.n), 100);
+          assert.equal(Number((r.rows[0] as unknown as { total: string }).total), 100);
+          assert.deepEqual(await readdir(path.join(tmp.dir, 'spool')), []);
+          await log.close();
+        } finally {
+          await tmp.cleanup();
+        }
+      });
+
+      it('streams around a row for a day without a partition yet, and stores every row', async () => {
+        const tmp = await tempDir('sg-dlog-');
+        try {
+          const log = await createDecisionLog(t.db, testConfig(tmp.dir), silentLog, { commitIntervalMs: 60_000 });
+          const rows = [entry({ session_id: 'stream-day' }), entry({ session_id: 'stream-day', time: '2031-02-03T04:05:06.000Z' }), entry({ session_id: 'stream-day' })];
+          for (const e of rows) await log.append(e);
+          await log.flush();
+          const r = await t.db.query<{ decision_id: string }>("SELECT decision_id FROM decision_log WHERE session_id = 'stream-day' ORDER BY time");
+          assert.deepEqual(r.rows.map((x) => x.decision_id).sort(), rows.map((e) => e.decision_id).sort());
+          assert.ok((await new DecisionPartitions(t.db).list()).includes('2031-02-03'));
+          await log.close();
+        } finally {
+          await tmp.cleanup();
+        }
+      });
+    }
 
     it('drops partitions older than the retention period', async () => {
       const parts = new DecisionPartitions(t.db);
@@ -166,3 +214,21 @@ for (const backend of BACKENDS) {
     });
   });
 }
+
+describe('decision log COPY rows', () => {
+  it('decode back to the entry they encode, whatever the text holds', () => {
+    const tricky = 'a\tb\nc\\d"e\r{f},g\\N \\t';
+    const e = entry({ reasons: [tricky, '', 'x"y'], subject: tricky, chain: null, request_summary: { note: tricky, n: [1, 2] }, event: 'approval.approved', cache_hit: true });
+    const line = copyLine(e, 'inst', JSON.stringify(e.request_summary));
+    assert.ok(line.endsWith('\n') && !line.slice(0, -1).includes('\n'));
+    assert.deepEqual(parseCopyLine(line.slice(0, -1)), e);
+  });
+
+  it('refuses lines that are not a whole row', () => {
+    const line = copyLine(entry(), 'inst', '{}').slice(0, -1);
+    assert.equal(parseCopyLine(line.slice(0, 60)), undefined);
+    assert.equal(parseCopyLine(line.replace('\tallow\t', '\tmaybe\t')), undefined);
+    assert.equal(parseCopyLine(line + '\textra'), undefined);
+    assert.equal(parseCopyLine(''), undefined);
+  });
+});

@@ -11,6 +11,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { randomUUID } from 'node:crypto';
+import { newDecisionId } from '../audit/decision-id.js';
 import type { FastifyBaseLogger } from 'fastify';
 import type { Config } from '../config.js';
 import type { Resource } from '../contract.js';
@@ -128,7 +129,7 @@ export async function createApprovalService(
   function record(event: string, a: Approval, extra: string[] = []): void {
     const effect = event === 'approval.requested' ? 'approval_required' : ['approval.denied', 'approval.expired'].includes(event) ? 'deny' : 'allow';
     decisionLog.append({
-      decision_id: randomUUID(),
+      decision_id: newDecisionId(),
       time: new Date().toISOString(),
       subject: a.subject,
       issuer: null,

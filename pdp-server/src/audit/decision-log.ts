@@ -1,16 +1,23 @@
 /**
- * The decision log writer. `append` is synchronous and cheap: it journals the entry to the
- * local spool (one write(2), so an answered decision survives a kill -9) and queues it. A
- * background drain moves whole spool segments into Postgres/PGlite with one multi-row INSERT
- * per chunk. When the database is unreachable the segments are fsync'ed and kept; the drain
- * retries with backoff and replays them in order once it returns. Replay is exactly-once:
- * rows keep their original `time`, and (time, decision_id) is the primary key, so a segment
- * inserted twice (crash between COMMIT and unlink) adds nothing the second time.
+ * The decision log writer. `append` is synchronous and cheap: it encodes the entry once as a
+ * COPY text row, journals that row to the local spool (one write(2), so an answered decision
+ * survives a kill -9) and, on Postgres, streams the same row into a `COPY decision_log FROM
+ * STDIN` held open for the active spool segment; the COPY commits when the segment closes
+ * (every `commitIntervalMs` or `batchSize` rows) and the segment file is then deleted. A
+ * steady trickle of rows costs the database far less at once than a burst per batch, which
+ * is what kept the decide p99 up (bench/decision-log). PGlite, a backlog after an outage and
+ * any segment whose COPY failed go through the batch drain instead: whole segments, COPY
+ * for fresh ones and an idempotent multi-row INSERT for anything that may be partly stored.
+ * When the database is unreachable the segments are fsync'ed and kept; the drain retries
+ * with backoff and replays them in order once it returns. Replay is exactly-once: rows keep
+ * their original `time`, and (time, decision_id) is the primary key, so a segment inserted
+ * twice (crash between COMMIT and unlink) adds nothing the second time.
  */
 import type { FastifyBaseLogger } from 'fastify';
 import type { Config } from '../config.js';
-import type { Db } from '../store/db.js';
+import type { CopyStream, Db } from '../store/db.js';
 import { DecisionPartitions, utcDay } from '../store/decision-partitions.js';
+import { COPY_SQL, copyLine } from './copy-format.js';
 import { DecisionSpool, type Segment } from './decision-spool.js';
 
 export interface DecisionLogEntry {
@@ -38,11 +45,11 @@ export interface DecisionLogEntry {
 
 export interface DecisionLog {
   /**
-   * Journals the entry and queues it for the database. Never throws and never rejects; the
-   * promise resolves once the entry is on the spool (the decide pipeline waits for that
-   * before answering, so an answered decision survives a crash of the process).
+   * Journals the entry and queues it for the database. Never throws. It returns once the
+   * entry is on the spool (the decide pipeline answers only after that, so an answered
+   * decision survives a crash of the process).
    */
-  append(entry: DecisionLogEntry): Promise<void>;
+  append(entry: DecisionLogEntry): void;
   /** Everything appended so far is durable (committed to the database, or fsync'ed in the spool). */
   flush(): Promise<void>;
   close(): Promise<void>;
@@ -53,6 +60,15 @@ export interface DecisionLogOptions {
   batchSize: number;
   /** Longest an entry waits in memory before its segment is written to the database. */
   flushIntervalMs: number;
+  /**
+   * Stream rows into an open COPY as they are appended (Postgres only), committing every
+   * `commitIntervalMs` or `batchSize` rows; otherwise (or while replaying a backlog) whole
+   * segments are written every `flushIntervalMs`.
+   */
+  stream: boolean;
+  commitIntervalMs: number;
+  /** How long streamed rows gather before they are written to the COPY in one message. */
+  streamWriteMs: number;
   /** Keep at most this many queued entries in memory; older segments are re-read from disk. */
   maxBufferedEntries: number;
   retryMinMs: number;
@@ -66,6 +82,9 @@ export interface DecisionLogOptions {
 export const DEFAULT_DECISION_LOG_OPTIONS: DecisionLogOptions = {
   batchSize: 5000,
   flushIntervalMs: 50,
+  stream: true,
+  commitIntervalMs: 250,
+  streamWriteMs: 10,
   maxBufferedEntries: 100_000,
   retryMinMs: 100,
   retryMaxMs: 5_000,
@@ -86,42 +105,20 @@ FROM jsonb_to_recordset($1::jsonb) AS x(time timestamptz, decision_id text, even
   cache_hit boolean, approval_id text)
 ON CONFLICT DO NOTHING`;
 
-const COPY_COLUMNS = [
-  'time', 'decision_id', 'event', 'instance', 'subject', 'issuer', 'jti', 'chain', 'step', 'session_id', 'shim',
-  'resource_kind', 'resource_name', 'request_summary', 'effect', 'reasons', 'code', 'policy_revision', 'latency_us',
-  'cache_hit', 'approval_id',
-] as const;
-const COPY_SQL = `COPY decision_log (${COPY_COLUMNS.join(', ')}) FROM STDIN`;
+/** `2024-05-01T13:00:00.000Z`: the shape `new Date().toISOString()` gives, whose first ten characters are its UTC day. */
+const ISO_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$/;
 
-const COPY_SPECIAL = /[\\\t\n\r]/;
-const COPY_SPECIAL_ALL = /[\\\t\n\r]/g;
-
-/**
- * Rows in COPY text format (PostgreSQL docs, "COPY — File Formats — Text Format"): tab
- * separated, `\N` for NULL, backslash escapes for backslash, tab, newline and CR. Written by
- * hand because it is four escapes; a CSV library would add nothing but overhead here.
- */
-function copyText(rows: Record<string, unknown>[]): string {
-  // Most fields have nothing to escape: test first, so the common case costs one scan.
-  const esc = (s: string) =>
-    COPY_SPECIAL.test(s) ? s.replace(COPY_SPECIAL_ALL, (c) => (c === '\\' ? '\\\\' : c === '\t' ? '\\t' : c === '\n' ? '\\n' : '\\r')) : s;
-  const arrayLiteral = (items: unknown[]) =>
-    '{' + items.map((i) => '"' + String(i).replace(/\\/g, '\\\\').replace(/"/g, '\\"') + '"').join(',') + '}';
-  let out = '';
-  for (const row of rows) {
-    const fields = COPY_COLUMNS.map((col) => {
-      const v = row[col];
-      if (col === 'event' && (v === undefined || v === null)) return 'decision';
-      if (col === 'reasons') return esc(arrayLiteral(Array.isArray(v) ? v : []));
-      if (col === 'latency_us') return String(typeof v === 'number' ? Math.round(v) : 0);
-      if (col === 'cache_hit') return v === true ? 't' : 'f';
-      if (v === undefined || v === null) return '\\N';
-      if (col === 'request_summary') return esc(String(v)); // already JSON text (toCopyRow)
-      return esc(String(v));
-    });
-    out += fields.join('\t') + '\n';
-  }
-  return out;
+/** The COPY a segment's rows stream into while it is the active segment. */
+interface LiveCopy {
+  readonly seg: Segment;
+  readonly copy: CopyStream;
+  /** Rows encoded this event-loop turn, written to the COPY at its end in one message. */
+  rows: string;
+  /**
+   * A row could not be streamed (unknown day, malformed entry): the segment is replayed with
+   * the idempotent INSERT after the COPY, which skips the rows the COPY already stored.
+   */
+  broken: boolean;
 }
 
 /** Stats for tests, health and the benchmark. */
@@ -171,6 +168,10 @@ export async function createDecisionLog(
   let retryDelay = opts.retryMinMs;
   let draining: Promise<void> | null = null;
   let rotating: Promise<void> = Promise.resolve();
+  let live: LiveCopy | null = null;
+  let liveFlushScheduled = false;
+  /** Live COPYs being committed; flush() waits for them. */
+  const ending = new Set<Promise<void>>();
 
   const maintenance = setInterval(() => {
     void (async () => {
@@ -196,10 +197,7 @@ export async function createDecisionLog(
     return { ...e, request_summary: storedSummary(e)?.value ?? null, instance: config.instanceId };
   }
 
-  /** A row for COPY: the summary already as JSON text. */
-  function toCopyRow(e: DecisionLogEntry): Record<string, unknown> {
-    return { ...e, request_summary: storedSummary(e)?.json ?? null, instance: config.instanceId };
-  }
+  const copyRow = (e: DecisionLogEntry): string => copyLine(e, config.instanceId, storedSummary(e)?.json ?? null);
 
   /**
    * Fresh segments go in with COPY (several times faster than INSERT on Postgres); decision
@@ -211,7 +209,7 @@ export async function createDecisionLog(
     await partitions.ensure(entries.map((e) => utcDay(e.time)));
     if (fresh && db.copyFrom) {
       try {
-        await db.copyFrom(COPY_SQL, copyText(entries.map(toCopyRow)));
+        await db.copyFrom(COPY_SQL, entries.map(copyRow).join(''));
         stats.inserted += entries.length;
         return;
       } catch (err) {
@@ -296,18 +294,81 @@ export async function createDecisionLog(
     }
   }
 
-  /** Close the active segment and queue it; in an outage fsync it (group commit to disk). */
+  /**
+   * Close the active segment: a streamed one commits its COPY, any other is queued for the
+   * drain; in an outage it is fsync'ed first (group commit to disk). The spool switches to a
+   * new segment synchronously, so no entry can land in a segment after its COPY was ended.
+   */
   function rotate(): Promise<void> {
     if (tickTimer) {
       clearTimeout(tickTimer);
       tickTimer = null;
     }
+    const cur = live;
+    live = null;
+    const rotated = spool.rotate(stats.outage);
+    if (cur) writeLiveRows(cur);
     rotating = rotating.then(async () => {
-      const seg = await spool.rotate(stats.outage);
-      if (seg) pending.push(seg);
+      const seg = await rotated;
+      if (seg && cur?.seg === seg) endLive(cur);
+      else if (seg) pending.push(seg);
       evictMemory();
     });
     return rotating;
+  }
+
+  /** Streaming needs Postgres and an empty queue: a backlog is replayed first, in order. */
+  function canStream(): boolean {
+    return opts.stream && db.openCopy !== undefined && !stats.outage && pending.length === 0 && draining === null && !closed;
+  }
+
+  function streamRow(l: LiveCopy, e: DecisionLogEntry, line: string): void {
+    if (l.broken) return;
+    const ok = typeof e.decision_id === 'string' && typeof e.time === 'string' && ISO_UTC.test(e.time) && partitions.has(e.time.slice(0, 10));
+    if (!ok) {
+      l.broken = true;
+      return;
+    }
+    l.rows += line;
+    // Rows go to the database every streamWriteMs, not every event-loop turn: each write is a
+    // syscall that wakes the backend, and per-turn writes cost the PDP more than the rows.
+    if (!liveFlushScheduled) {
+      liveFlushScheduled = true;
+      setTimeout(() => {
+        liveFlushScheduled = false;
+        if (live) writeLiveRows(live);
+      }, opts.streamWriteMs).unref();
+    }
+  }
+
+  function writeLiveRows(l: LiveCopy): void {
+    if (l.rows === '') return;
+    l.copy.write(l.rows);
+    l.rows = '';
+  }
+
+  /** Commit a streamed segment; if that fails (or a row was left out) replay it idempotently. */
+  function endLive(l: LiveCopy): void {
+    const seg = l.seg;
+    const done = (async () => {
+      let failure: Error | undefined;
+      await l.copy.end().catch((err: Error) => {
+        failure = err;
+      });
+      if (!failure && !l.broken) {
+        stats.inserted += seg.count;
+        if (seg.entries !== null) buffered -= seg.entries.length;
+        await spool.remove(seg).catch((err: Error) => log.warn({ err: err.message }, 'decision spool segment not removed'));
+        return;
+      }
+      // Some rows may be stored (the COPY may have committed before the error reached us):
+      // only the idempotent INSERT may touch this segment from now on.
+      seg.attempted = true;
+      pending.push(seg);
+      if (!stats.outage) await drain();
+    })();
+    ending.add(done);
+    void done.finally(() => ending.delete(done));
   }
 
   function tick(): void {
@@ -321,26 +382,36 @@ export async function createDecisionLog(
     append(entry) {
       if (closed) {
         log.error({ decision_id: entry.decision_id }, 'decision log appended after close');
-        return Promise.resolve();
+        return;
       }
       try {
-        const journaled = spool.append(entry);
+        // Encoded once: the spool journals this line and the live COPY streams it.
+        const line = copyRow(entry);
+        spool.append(entry, line);
         stats.appended += 1;
-        buffered += 1;
+        const seg = spool.activeSegment;
+        if (live === null && seg !== null && seg.count === 1 && seg.fileIntact && canStream()) {
+          live = { seg, copy: db.openCopy!(COPY_SQL), rows: '', broken: false };
+          // A streamed segment keeps no entries in memory: they would survive every young-GC
+          // until the commit and make each one slower. Should its COPY fail, the segment is
+          // replayed from its spool file.
+          seg.entries = null;
+        }
+        if (live !== null && live.seg === seg) streamRow(live, entry, line);
+        else buffered += 1;
         if (spool.activeCount >= opts.batchSize) tick();
         else if (tickTimer === null) {
-          tickTimer = setTimeout(tick, opts.flushIntervalMs);
+          tickTimer = setTimeout(tick, live !== null ? opts.commitIntervalMs : opts.flushIntervalMs);
           tickTimer.unref();
         }
-        return journaled;
       } catch (err) {
         // append must never break the decision path.
         log.error({ err: (err as Error).message }, 'decision log append failed');
-        return Promise.resolve();
       }
     },
     async flush() {
       await rotate();
+      while (ending.size > 0) await Promise.all([...ending]);
       // A drain already running may have finished its loop just before our segment was queued.
       for (let i = 0; i < 100 && pending.length > 0; i++) {
         await drain();
@@ -369,5 +440,5 @@ export async function createDecisionLog(
 
 /** The log used when SCOPEGATE_DECISION_LOG=false: decisions are not recorded. */
 export function createDisabledDecisionLog(): DecisionLog {
-  return { append: () => Promise.resolve(), async flush() {}, async close() {} };
+  return { append: () => {}, async flush() {}, async close() {} };
 }

@@ -1,22 +1,25 @@
 /**
  * The spool: an append-only journal of decision-log entries in `<dataDir>/spool/`, split into
- * numbered segment files (`seg-<n>.ndjson`, one JSON entry per line).
+ * numbered segment files (`seg-<n>.rows`, one row per line in COPY text format — the bytes
+ * that are also streamed into Postgres; see copy-format.ts).
  *
- * Entries are journaled with group commit: the lines appended while the previous write was in
- * flight (or during one turn of the event loop) go out in one asynchronous write(2) (on
- * libuv's thread pool, so a slow disk never stalls the event loop), and `append` resolves
- * when that write has completed. The PDP
- * answers a decision only after its entry is journaled, so an answered decision survives the
- * process being killed (the bytes are in the OS page cache). A segment is deleted once its entries are committed
- * to the database. While the database is unreachable segments are fsync'ed as they are
- * closed (one fsync per group of entries), so they survive a machine crash too.
+ * `append` writes the entry's line with one write(2) before it returns, and the PDP answers
+ * a decision only after that, so an answered decision survives the process being killed
+ * (the bytes are in the OS page cache). The write is synchronous on purpose: a write of a
+ * few hundred bytes into the page cache costs ~3 µs (bench/decision-log), while handing it
+ * to libuv's thread pool and waiting for the callback — or gathering a turn's entries into
+ * one write — held every answer back behind the slowest entry of its group and tripled the
+ * p99 at half load. A segment is deleted once its entries are committed to the database.
+ * While the database is unreachable segments are fsync'ed as they are closed (one fsync per
+ * group of entries), so they survive a machine crash too.
  */
-import { closeSync, fsync, mkdirSync, openSync, readdirSync, write, writeSync } from 'node:fs';
+import { closeSync, fsync, mkdirSync, openSync, readdirSync, writeSync } from 'node:fs';
 import { readFile, unlink } from 'node:fs/promises';
 import path from 'node:path';
+import { parseCopyLine } from './copy-format.js';
 import type { DecisionLogEntry } from './decision-log.js';
 
-const SEGMENT_RE = /^seg-(\d{16})\.ndjson$/;
+const SEGMENT_RE = /^seg-(\d{16})\.rows$/;
 
 export interface Segment {
   readonly file: string;
@@ -39,18 +42,6 @@ export class DecisionSpool {
   private seq = 0;
   private fd: number | null = null;
   private active: Segment | null = null;
-  /** Lines of the active segment not yet handed to write(2), and who waits for them. */
-  private buffered = '';
-  private waiters: (() => void)[] = [];
-  private scheduled = false;
-  /** The last write issued on the active segment's fd; writes on one fd never overlap. */
-  private inflight: Promise<void> = Promise.resolve();
-  /**
-   * A write of the active segment is in flight. Lines appended meanwhile wait for it and then
-   * go out together in the next write, so under load there is about one write(2) per write
-   * latency rather than one per event-loop turn.
-   */
-  private writing = false;
   /** Called with the error of a failed journal write (disk full, …); entries stay in memory. */
   onWriteError: (err: Error) => void = () => {};
 
@@ -70,15 +61,14 @@ export class DecisionSpool {
   }
 
   /**
-   * Journal one entry into the active segment (opened on demand). Never throws; the promise
-   * resolves (never rejects) once the entry's bytes are written, or the write failed and the
-   * entry lives on in memory only.
+   * Journal one entry — `line` is its copyLine encoding — into the active segment (opened
+   * on demand). Never throws: when the write fails the entry lives on in memory only.
    */
-  append(entry: DecisionLogEntry): Promise<void> {
+  append(entry: DecisionLogEntry, line: string): void {
     let seg = this.active;
     if (seg === null) {
       this.seq += 1;
-      seg = { file: path.join(this.dir, `seg-${String(this.seq).padStart(16, '0')}.ndjson`), entries: [], count: 0, fileIntact: true, synced: false, attempted: false };
+      seg = { file: path.join(this.dir, `seg-${String(this.seq).padStart(16, '0')}.rows`), entries: [], count: 0, fileIntact: true, synced: false, attempted: false };
       this.active = seg;
       try {
         this.fd = openSync(seg.file, 'a', 0o600);
@@ -90,78 +80,36 @@ export class DecisionSpool {
     }
     seg.entries?.push(entry);
     seg.count += 1;
-    if (this.fd === null || !seg.fileIntact) return Promise.resolve();
-    this.buffered += JSON.stringify(entry) + '\n';
-    const written = new Promise<void>((resolve) => this.waiters.push(resolve));
-    if (!this.scheduled) {
-      this.scheduled = true;
-      setImmediate(() => this.writeOut());
+    if (this.fd === null || !seg.fileIntact) return;
+    try {
+      const n = writeSync(this.fd, line);
+      if (n !== Buffer.byteLength(line)) throw new Error(`short write to the spool (${n} of ${Buffer.byteLength(line)} bytes)`);
+    } catch (err) {
+      seg.fileIntact = false;
+      this.onWriteError(err as Error);
     }
-    return written;
   }
 
-  /** End of an event-loop turn: write what was appended, unless a write is already in flight. */
-  private writeOut(): void {
-    this.scheduled = false;
-    if (!this.writing) this.issueWrite();
-  }
-
-  /** Hand the buffered lines of the active segment to one write(2), after any in flight. */
-  private issueWrite(): void {
-    const data = this.buffered;
-    const waiters = this.waiters;
-    const fd = this.fd;
-    const seg = this.active;
-    this.buffered = '';
-    this.waiters = [];
-    if (data === '') return;
-    const release = () => {
-      for (const w of waiters) w();
-    };
-    if (fd === null || seg === null) {
-      release();
-      return;
-    }
-    const bytes = Buffer.from(data, 'utf8');
-    this.writing = true;
-    this.inflight = this.inflight.then(
-      () =>
-        new Promise<void>((resolve) => {
-          write(fd, bytes, 0, bytes.length, null, (err, n) => {
-            if (err || n !== bytes.length) {
-              seg.fileIntact = false;
-              this.onWriteError(err ?? new Error(`short write to the spool (${n} of ${bytes.length} bytes)`));
-            }
-            release();
-            resolve();
-            // Still the active segment: write what piled up meanwhile (rotate handles its own).
-            if (this.active === seg) {
-              this.writing = false;
-              if (this.buffered !== '') this.issueWrite();
-            }
-          });
-        }),
-    );
+  /** The segment entries are being appended to (null between a rotation and the next append). */
+  get activeSegment(): Segment | null {
+    return this.active;
   }
 
   get activeCount(): number {
     return this.active?.count ?? 0;
   }
 
-  /** Close the active segment and hand it over; optionally fsync it first (outage mode). */
+  /**
+   * Close the active segment and hand it over; optionally fsync it first (outage mode). The
+   * spool switches to a fresh segment before this returns its promise, so no later append
+   * lands in the segment handed over.
+   */
   async rotate(sync: boolean): Promise<Segment | null> {
-    // Lines still buffered belong to this segment: write them to its fd (after any write in
-    // flight) before switching.
-    if (this.buffered !== '') this.issueWrite();
     const seg = this.active;
     const fd = this.fd;
-    const inflight = this.inflight;
     this.active = null;
     this.fd = null;
-    this.inflight = Promise.resolve();
-    this.writing = false;
     if (seg === null) return null;
-    await inflight;
     if (fd !== null) {
       if (sync && seg.fileIntact) {
         await new Promise<void>((resolve) => fsync(fd, (err) => {
@@ -205,11 +153,9 @@ export class DecisionSpool {
     let torn = 0;
     for (const line of text.split('\n')) {
       if (line === '') continue;
-      try {
-        entries.push(JSON.parse(line) as DecisionLogEntry);
-      } catch {
-        torn += 1;
-      }
+      const entry = parseCopyLine(line);
+      if (entry) entries.push(entry);
+      else torn += 1;
     }
     return { entries, torn };
   }
@@ -221,15 +167,6 @@ export class DecisionSpool {
   }
 
   closeSync(): void {
-    if (this.buffered !== '' && this.fd !== null) {
-      try {
-        writeSync(this.fd, this.buffered);
-      } catch (err) {
-        this.onWriteError(err as Error);
-      }
-      this.buffered = '';
-      for (const w of this.waiters.splice(0)) w();
-    }
     if (this.fd !== null) {
       try {
         closeSync(this.fd);

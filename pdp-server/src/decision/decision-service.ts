@@ -5,7 +5,7 @@
  *
  * Fail closed: every error on the way becomes a deny decision carrying a stable code.
  */
-import { createHash, randomUUID } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import stringify from 'safe-stable-stringify';
 import type {
   DecideRequest,
@@ -23,6 +23,7 @@ import type { ApprovalService } from '../approvals/approval-service.js';
 import type { DecisionLog } from '../audit/decision-log.js';
 import type { PolicyEngine } from '../policy/policy-engine.js';
 import { summariseRequest } from './request-summary.js';
+import { newDecisionId } from '../audit/decision-id.js';
 
 /** What the pipeline needs from its collaborators; each is a small interface so backends can vary. */
 export interface TokenVerifier {
@@ -72,7 +73,7 @@ export class DecisionService {
 
   async decide(req: DecideRequest, meta: DecideMeta = {}): Promise<Decision> {
     const started = process.hrtime.bigint();
-    const decision_id = randomUUID();
+    const decision_id = newDecisionId();
     const context = req.context ?? {};
     let claims: SubjectClaims | undefined;
     let revision = this.deps.engine.active?.revision ?? '';
@@ -116,7 +117,7 @@ export class DecisionService {
     const seconds = Number(process.hrtime.bigint() - started) / 1e9;
     this.deps.observer?.observe({ effect: decision.effect, cacheHit, seconds, code });
     // Answer only once the entry is journaled: an answered decision is never missing from the log.
-    await this.deps.log?.append({
+    this.deps.log?.append({
       decision_id,
       time: new Date().toISOString(),
       subject: claims?.sub ?? null,
@@ -151,7 +152,7 @@ export class DecisionService {
     subPath: readonly string[] = [],
   ): Promise<{ result?: unknown; decision_id: string }> {
     const started = process.hrtime.bigint();
-    const decision_id = randomUUID();
+    const decision_id = newDecisionId();
     let value: unknown;
     let revision = this.deps.engine.active?.revision ?? '';
     let code: ErrorCode | undefined;
@@ -169,7 +170,7 @@ export class DecisionService {
     const seconds = Number(process.hrtime.bigint() - started) / 1e9;
     this.deps.observer?.observe({ effect, cacheHit: false, seconds, code });
     const subject = input.subject as SubjectClaims | undefined;
-    await this.deps.log?.append({
+    this.deps.log?.append({
       decision_id,
       time: new Date().toISOString(),
       subject: subject?.sub ?? null,

@@ -9,7 +9,7 @@
  * (a caller-supplied `subject` is dropped, so nobody can assert claims), and logged.
  * A path that is not an entrypoint is an undefined document: 200 without `result`, as OPA does.
  */
-import { randomUUID } from 'node:crypto';
+import { newDecisionId } from '../audit/decision-id.js';
 import { Type } from '@sinclair/typebox';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
 import type { FastifyInstance } from 'fastify';
@@ -49,7 +49,7 @@ export default async function dataApiRoutes(app: FastifyInstance) {
     if (rest && active.entrypoints.includes(PACKAGE_ENTRYPOINT)) {
       return app.decisions.evaluateEntrypoint(PACKAGE_ENTRYPOINT, await withVerifiedSubject(app, input), rest);
     }
-    return { decision_id: randomUUID() };
+    return { decision_id: newDecisionId() };
   };
 
   const schema = {

@@ -14,6 +14,17 @@ export interface QueryResult<R> {
   rowCount: number;
 }
 
+/**
+ * One `COPY … FROM STDIN` kept open while rows arrive, so the database ingests a steady
+ * trickle instead of a burst per batch; the rows commit together when it ends.
+ */
+export interface CopyStream {
+  /** Queue rows in COPY text format. Never throws: a failure surfaces in `end()`. */
+  write(rows: string): void;
+  /** Finish the COPY: resolves once its rows are committed, rejects if any step failed. */
+  end(): Promise<void>;
+}
+
 export interface Db {
   readonly kind: 'postgres' | 'pglite';
   /** One parameterised statement. */
@@ -25,6 +36,8 @@ export interface Db {
    * client stream). The bulk path of the decision log.
    */
   copyFrom?(copySql: string, data: string): Promise<void>;
+  /** Open a streaming `COPY … FROM STDIN` on its own connection (Postgres only). */
+  openCopy?(copySql: string): CopyStream;
   /** Run `fn` on one connection inside BEGIN/COMMIT (ROLLBACK on throw). */
   transaction<T>(fn: (tx: Pick<Db, 'query'>) => Promise<T>): Promise<T>;
   close(): Promise<void>;
@@ -74,6 +87,9 @@ export async function openPostgres(url: string, log?: FastifyBaseLogger): Promis
         client.release(failure); // a failed connection is destroyed, not reused
       }
     },
+    openCopy(copySql) {
+      return openCopyStream(pool, copySql);
+    },
     async transaction(fn) {
       const client = await pool.connect();
       const ignore = () => {};
@@ -103,6 +119,54 @@ export async function openPostgres(url: string, log?: FastifyBaseLogger): Promis
     },
   };
   return db;
+}
+
+/** See `CopyStream`; rows written before the connection is ready wait in memory. */
+function openCopyStream(pool: import('pg').Pool, copySql: string): CopyStream {
+  const queued: string[] = [];
+  let stream: import('node:stream').Writable | undefined;
+  let failure: Error | undefined;
+  const ignore = () => {};
+  const ready = (async () => {
+    const { from } = await import('pg-copy-streams');
+    const client = await pool.connect();
+    // A server that dies mid-COPY also emits 'error' on the client; the stream reports it.
+    client.on('error', ignore);
+    const s = client.query(from(copySql));
+    s.on('error', (err: Error) => {
+      failure ??= err;
+    });
+    for (const rows of queued.splice(0)) s.write(rows);
+    stream = s; // from here on write() goes straight to the stream
+    return { client, s };
+  })();
+  // A connection failure is reported by end(); nobody else awaits `ready`.
+  ready.catch((err: Error) => {
+    failure ??= err;
+  });
+  return {
+    write(rows) {
+      if (failure) return;
+      if (stream) stream.write(rows);
+      else queued.push(rows);
+    },
+    async end() {
+      const { client, s } = await ready;
+      const { finished } = await import('node:stream/promises');
+      try {
+        if (failure) throw failure;
+        s.end();
+        await finished(s);
+        if (failure) throw failure;
+      } catch (err) {
+        failure ??= err as Error;
+        throw err;
+      } finally {
+        client.off('error', ignore);
+        client.release(failure); // a failed connection is destroyed, not reused
+      }
+    },
+  };
 }
 
 export async function openPglite(dir: string | undefined): Promise<Db> {

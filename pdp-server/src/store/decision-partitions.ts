@@ -31,6 +31,11 @@ export class DecisionPartitions {
 
   constructor(private readonly db: Db) {}
 
+  /** A partition for `day` is known to exist (no query: the hot path asks this per row). */
+  has(day: string): boolean {
+    return this.known.has(day);
+  }
+
   /** Make sure a partition exists for each of `days` (YYYY-MM-DD, UTC). */
   async ensure(days: Iterable<string>): Promise<void> {
     const missing = [...new Set(days)].filter((d) => !this.known.has(d));
