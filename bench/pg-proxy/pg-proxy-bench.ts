@@ -3,7 +3,7 @@
  * pgbouncer, in one run, on a dedicated throwaway database of the local Postgres.
  *
  *   node --import tsx bench/pg-proxy/pg-proxy-bench.ts [--seconds 12] [--clients 8] [--threads 2]
- *        [--mode simple|prepared] [--profile] [--baseline-pipe]
+ *        [--mode simple|prepared] [--workers N] [--no-summary-cache] [--profile] [--baseline-pipe]
  *
  * - direct:    pgbench → Postgres 127.0.0.1:5432.
  * - pgbouncer: pgbench → our own pgbouncer (Debian package; session pooling, auth_type trust,
@@ -21,6 +21,8 @@
  * machine's load hits all of them alike; the load average is printed per phase.
  * `--profile` runs the proxy with `--cpu-prof` and prints where its time went;
  * `--baseline-pipe` adds a plain Node TCP relay (no parsing, no policy) as a fourth target.
+ * `--workers N` runs the proxy as N processes (its `workers` setting, node:cluster);
+ * `--no-summary-cache` turns its statement summary cache off (to measure what it buys).
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -44,6 +46,8 @@ const { values } = parseArgs({
     profile: { type: 'boolean', default: false },
     'baseline-pipe': { type: 'boolean', default: false },
     mode: { type: 'string', default: 'simple' },
+    workers: { type: 'string', default: '1' },
+    'no-summary-cache': { type: 'boolean', default: false },
   },
 });
 const SECONDS = Math.max(1, Math.min(120, Number(values.seconds)));
@@ -51,6 +55,8 @@ const CLIENTS = Math.max(1, Math.min(64, Number(values.clients)));
 const THREADS = Math.max(1, Math.min(CLIENTS, Number(values.threads)));
 const PG = { host: '127.0.0.1', port: 5432, user: 'postgres' } as const;
 const MODE = values.mode === 'prepared' ? 'prepared' : 'simple';
+const WORKERS = Math.max(1, Math.min(64, Number(values.workers) || 1));
+const SUMMARY_CACHE = !values['no-summary-cache'];
 const SCALE = 1;
 const WARMUP_S = 3;
 
@@ -182,6 +188,8 @@ async function startProxy(pdp: RunningPdp, database: string, profileDir: string 
       SCOPEGATE_PG_RESOURCE: 'bench-db',
       SCOPEGATE_PDP_URL: pdp.url,
       SCOPEGATE_SHIM_KEY: pdp.shimKey,
+      SCOPEGATE_PG_WORKERS: String(WORKERS),
+      ...(SUMMARY_CACHE ? {} : { SCOPEGATE_PG_SUMMARY_CACHE_SIZE: '0' }),
     },
   });
   await waitForPort(port, 'pg-proxy');
@@ -254,7 +262,9 @@ function summariseProfile(file: string, top = 25): string {
 }
 
 async function main(): Promise<void> {
-  console.log(`pg-proxy benchmark: ${CLIENTS} clients, ${THREADS} threads, ${SECONDS} s per phase, scale ${SCALE}, -M ${MODE}; ${os.cpus().length} CPUs`);
+  console.log(
+    `pg-proxy benchmark: ${CLIENTS} clients, ${THREADS} threads, ${SECONDS} s per phase, scale ${SCALE}, -M ${MODE}; proxy workers ${WORKERS}, summary cache ${SUMMARY_CACHE ? 'on' : 'off'}; ${os.cpus().length} CPUs`,
+  );
   console.log(`load average at start: ${load()}`);
   const database = `sg_bench_pgproxy_${randomBytes(4).toString('hex')}`;
   const tmp = mkdtempSync(path.join(os.tmpdir(), 'sg-bench-pgproxy-'));
@@ -335,14 +345,14 @@ async function main(): Promise<void> {
       rows.push({ workload: w.name, results });
     }
 
-    console.log('\n| workload | direct TPS | pgbouncer TPS | scopegate TPS | scopegate / pgbouncer | scopegate / direct | latency direct / pgbouncer / scopegate (ms) |');
-    console.log('|---|---|---|---|---|---|---|');
+    console.log('\n| workload | mode | proxy workers | direct TPS | pgbouncer TPS | scopegate TPS | scopegate / pgbouncer | scopegate / direct | latency direct / pgbouncer / scopegate (ms) |');
+    console.log('|---|---|---|---|---|---|---|---|---|');
     for (const { workload, results } of rows) {
       const d = results.direct as Result;
       const b = results.pgbouncer as Result;
       const s = results.scopegate as Result;
       console.log(
-        `| ${workload} | ${d.tps.toFixed(0)} | ${b.tps.toFixed(0)} | ${s.tps.toFixed(0)} | **${(s.tps / b.tps).toFixed(2)}×** | ${(s.tps / d.tps).toFixed(2)}× | ${d.latencyMs.toFixed(2)} / ${b.latencyMs.toFixed(2)} / ${s.latencyMs.toFixed(2)} |`,
+        `| ${workload} | ${MODE} | ${WORKERS} | ${d.tps.toFixed(0)} | ${b.tps.toFixed(0)} | ${s.tps.toFixed(0)} | **${(s.tps / b.tps).toFixed(2)}×** | ${(s.tps / d.tps).toFixed(2)}× | ${d.latencyMs.toFixed(2)} / ${b.latencyMs.toFixed(2)} / ${s.latencyMs.toFixed(2)} |`,
       );
     }
     if (values['baseline-pipe']) {

@@ -156,6 +156,39 @@ export const DecideRequest = Type.Object(
 );
 export type DecideRequest = Static<typeof DecideRequest>;
 
+/**
+ * Uses of decisions a shim answered from its local cache, reported back so the decision log
+ * stays complete (`POST /v1/decisions/cached`). One item stands for every call of one
+ * session that reused one cached decision during the report interval.
+ */
+export const CachedDecisionUse = Type.Object(
+  {
+    /** Index into the report's `tokens`: a token is sent once per report, not once per item. */
+    token: Type.Integer({ minimum: 0, maximum: 999 }),
+    /** The decision that was reused (the PDP's answer the shim cached). */
+    decision_id: Str({ maxLength: 64 }),
+    policy_revision: Str({ maxLength: 256 }),
+    resource: Resource,
+    request: DecisionRequestBody,
+    context: Type.Optional(DecisionContext),
+    count: Type.Integer({ minimum: 1 }),
+    /** When the first and the last of these calls were answered, in ms since the epoch. */
+    first_ms: Type.Integer({ minimum: 0 }),
+    last_ms: Type.Integer({ minimum: 0 }),
+  },
+  { additionalProperties: false },
+);
+export type CachedDecisionUse = Static<typeof CachedDecisionUse>;
+
+export const CachedDecisionReport = Type.Object(
+  {
+    tokens: Type.Array(Str({ maxLength: 16 * 1024 }), { maxItems: 1000 }),
+    uses: Type.Array(CachedDecisionUse, { maxItems: 5000 }),
+  },
+  { additionalProperties: false },
+);
+export type CachedDecisionReport = Static<typeof CachedDecisionReport>;
+
 export const EFFECTS = ['allow', 'deny', 'approval_required'] as const;
 export type Effect = (typeof EFFECTS)[number];
 

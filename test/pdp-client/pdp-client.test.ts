@@ -53,6 +53,37 @@ describe('PdpClient', () => {
     }
   });
 
+  it('keys frozen (memoized) and plain statement lists alike, and never serves another request from the cache', async () => {
+    const client = new PdpClient({ url: pdp.url, key: pdp.shimKey, shim: 'test' });
+    try {
+      await until(() => client.cacheLive, 'the revocation feed connects');
+      const token = await pdp.mint('agent-memo', ['sql:orders-db:select:public.*']);
+      const statement = () => ({ command: 'select', relations: ['public.orders'], columns: ['public.orders.id'], functions: [] });
+      const frozen = Object.freeze([Object.freeze({ ...statement(), relations: Object.freeze(['public.orders']), columns: Object.freeze(['public.orders.id']), functions: Object.freeze([]) })]);
+      const plain = { sql: { statements: [statement()], fingerprint: 'fp-1' } };
+      // text_sha256 is left out of the key, and read lazily: a getter that throws proves it is not evaluated.
+      const lazy = { sql: { statements: frozen as unknown as typeof plain.sql.statements, fingerprint: 'fp-1', get text_sha256(): string { throw new Error('read'); } } };
+      assert.equal(client.cachedAllow({ token, resource: ORDERS, request: plain }), undefined);
+      const first = await client.decide({ token, resource: ORDERS, request: plain });
+      assert.equal(first.effect, 'allow');
+      assert.equal(client.cachedAllow({ token, resource: ORDERS, request: lazy })?.decision_id, first.decision_id, 'frozen and plain lists share the entry');
+      assert.equal(client.cachedAllow({ token, resource: ORDERS, request: lazy })?.decision_id, first.decision_id, 'memoized JSON keys the same');
+      // Different statements, fingerprint or resource: no hit.
+      const other = { sql: { statements: [{ ...statement(), columns: ['public.orders.total'] }], fingerprint: 'fp-1' } };
+      assert.equal(client.cachedAllow({ token, resource: ORDERS, request: other }), undefined);
+      assert.equal(client.cachedAllow({ token, resource: ORDERS, request: { sql: { statements: frozen as unknown as typeof plain.sql.statements, fingerprint: 'fp-2' } } }), undefined);
+      assert.equal(client.cachedAllow({ token, resource: { kind: 'sql', name: 'other-db' }, request: plain }), undefined);
+      // A lease on the cached allow holds until the cache is dropped (as on a revocation).
+      const lease = client.cachedAllowLease({ token, resource: ORDERS, request: plain });
+      assert.ok(lease && client.leaseValid(lease));
+      assert.ok(!client.leaseValid({ ...lease, expiresAt: Date.now() - 1 }), 'an expired lease does not hold');
+      client.clearCache();
+      assert.equal(client.leaseValid(lease), false, 'a dropped cache ends every lease');
+      assert.equal(client.cachedAllowLease({ token, resource: ORDERS, request: plain }), undefined);
+    } finally {
+      await client.close();
+    }
+  });
   it('answers deny with pdp_unavailable when the PDP cannot be reached', async () => {
     const client = new PdpClient({ url: 'http://127.0.0.1:9', key: 'k'.repeat(20), shim: 'test', timeoutMs: 500 });
     try {

@@ -85,6 +85,40 @@ describe('pg-proxy: revocation mid-session', () => {
     assert.equal(e.code, '42501');
     assert.match(e.detail, /token_revoked/);
   });
+  it('reuses a cached allow per statement shape, reports every reuse, and drops it on revocation', async () => {
+    const client = new PdpClient({ url: h.pdp.url, key: h.pdp.shimKey, shim: 'pg-proxy' });
+    extraClients.push(client);
+    for (let i = 0; i < 200 && !client.cacheLive; i++) await sleep(25);
+    assert.ok(client.cacheLive, 'the revocation feed connects');
+    let reused = 0;
+    const p = await h.startProxy({
+      decider: {
+        decide: (r) => client.decide(r),
+        cachedAllowLease: (r) => client.cachedAllowLease(r),
+        leaseValid: (l) => client.leaseValid(l),
+        recordCachedUse: (r, d) => {
+          reused++;
+          client.recordCachedUse(r, d);
+        },
+      },
+    });
+    const token = await h.token(['sql:orders-db:select:public.*']);
+    const c = await p.client(token);
+    // One shape, other constants: the PDP, then the client's cache, then the session's lease.
+    for (let i = 0; i < 6; i++) assert.ok((await c.query(`select note from orders where id = ${10 + (i % 2)}`)).rows[0].note);
+    assert.ok(reused >= 4, `each reuse of the lease is reported (${reused})`);
+    await revoke(token);
+    let e: { code: string; detail: string } | undefined;
+    for (let i = 0; i < 100 && !e; i++) {
+      e = await c.query('select note from orders where id = 10').then(
+        () => undefined,
+        (err: { code?: string; detail?: string }) => ({ code: err.code ?? '', detail: err.detail ?? '' }),
+      );
+      if (!e) await sleep(20);
+    }
+    assert.equal(e?.code, '42501', 'the revocation ends the lease');
+    assert.match(e?.detail ?? '', /token_revoked/);
+  });
   it('decides prepared statements again at each Bind, so revocation stops them too', async () => {
     // Without the local cache every Bind reaches the PDP; with it, within ttl_ms (default 30 s).
     const uncached = new PdpClient({ url: h.pdp.url, key: h.pdp.shimKey, shim: 'pg-proxy', cacheMax: 0 });

@@ -5,17 +5,34 @@
 import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
 import type { SqlStatement } from '../../pdp-server/src/contract.js';
-import { loadSqlParser, newSessionObjects, summarize, type SessionObjects } from '../../shims/pg-proxy/src/sql-summary.js';
+import { loadSqlParser, newSessionObjects, summarize, type SessionObjects, type SummaryResult } from '../../shims/pg-proxy/src/sql-summary.js';
+import { SummaryCache } from '../../shims/pg-proxy/src/summary-cache.js';
+import { withOtherLiterals } from './literal-variants.js';
 
 before(() => loadSqlParser());
 
+/**
+ * Every case also runs through the summary cache, twice: once with its own text and once
+ * with every literal changed (a cache hit when the first was stored). Both must agree
+ * exactly with the uncached summariser on the same text.
+ */
+const cache = new SummaryCache(1000);
+const comparable = (r: SummaryResult) => (r.ok ? { ok: true, statements: r.statements, fingerprint: r.fingerprint } : { ok: false, reason: r.reason });
+function throughCache(sql: string, session: SessionObjects): void {
+  for (const text of [sql, withOtherLiterals(sql), sql]) {
+    assert.deepEqual(comparable(cache.summarize(text, session)), comparable(summarize(text, session)), `cached and uncached summaries differ for ${text}`);
+  }
+}
+
 function ok(sql: string, session: SessionObjects = newSessionObjects()): SqlStatement[] {
+  throughCache(sql, session);
   const r = summarize(sql, session);
   assert.ok(r.ok, `expected ${sql} to be summarised: ${r.ok ? '' : r.reason}`);
   r.apply(session);
   return r.statements;
 }
 function refused(sql: string, session: SessionObjects = newSessionObjects()): string {
+  throughCache(sql, session);
   const r = summarize(sql, session);
   assert.equal(r.ok, false, `expected ${sql} to be refused`);
   return r.ok ? '' : r.reason;

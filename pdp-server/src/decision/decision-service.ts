@@ -8,6 +8,7 @@
 import { createHash } from 'node:crypto';
 import stringify from 'safe-stable-stringify';
 import type {
+  CachedDecisionReport,
   DecideRequest,
   Decision,
   DecisionContext,
@@ -139,6 +140,61 @@ export class DecisionService {
       approval_id: approvalId,
     });
     return decision;
+  }
+
+  /**
+   * Log what a shim answered from its local cache (see CachedDecisionUse): one row per
+   * session and reused decision, with how many calls it covers and when. Each token is
+   * verified again, so the row names the subject; a token that no longer verifies (revoked
+   * or expired since the shim cached the allow) is still logged — the calls happened — with
+   * the code saying why. Returns the number of rows logged.
+   */
+  async recordCachedUses(report: CachedDecisionReport): Promise<number> {
+    const claims: Array<{ claims?: SubjectClaims | undefined; code?: ErrorCode | undefined }> = await Promise.all(
+      report.tokens.map(async (token) => {
+        try {
+          const c = await this.deps.tokens.verify(token);
+          return this.deps.revocations?.isRevoked(c) ? { claims: c, code: 'token_revoked' as const } : { claims: c };
+        } catch (err) {
+          return { code: isScopegateError(err) ? err.code : ('token_malformed' as ErrorCode) };
+        }
+      }),
+    );
+    const now = Date.now();
+    let logged = 0;
+    for (const use of report.uses) {
+      const who = claims[use.token] ?? { code: 'token_missing' as ErrorCode };
+      // Rows are filed by time: keep a shim's clock from placing them outside the last day.
+      const at = (ms: number) => new Date(Math.min(now, Math.max(now - 86_400_000, ms))).toISOString();
+      const context = use.context ?? {};
+      this.deps.log?.append({
+        decision_id: newDecisionId(),
+        time: at(use.last_ms),
+        subject: who.claims?.sub ?? null,
+        issuer: who.claims?.iss ?? null,
+        jti: who.claims?.jti ?? null,
+        chain: context.chain ?? who.claims?.chain ?? null,
+        step: context.step ?? who.claims?.step ?? null,
+        session_id: context.session_id ?? null,
+        shim: context.shim ?? null,
+        resource_kind: use.resource.kind,
+        resource_name: use.resource.name,
+        request_summary: {
+          ...summariseRequest(use.request),
+          cached_use: { decision_id: use.decision_id, count: use.count, first: at(use.first_ms), last: at(use.last_ms) },
+        },
+        effect: 'allow',
+        reasons: [`answered by the shim from its cache of decision ${use.decision_id}`],
+        code: who.code ?? null,
+        policy_revision: use.policy_revision,
+        latency_us: 0,
+        cache_hit: true,
+        approval_id: null,
+        event: 'decision.cached',
+      });
+      logged += 1;
+    }
+    return logged;
   }
 
   /**

@@ -5,14 +5,17 @@
  */
 import type { FastifyInstance } from 'fastify';
 import {
+  CachedDecisionReport,
   DecideBatchRequest,
   DecideBatchResponse,
   DecideRequest,
   Decision,
   ErrorBody,
+  type CachedDecisionReport as CachedDecisionReportT,
   type DecideBatchRequest as DecideBatchRequestT,
   type DecideRequest as DecideRequestT,
 } from '../contract.js';
+import { Type } from '@sinclair/typebox';
 import { assertWithinLimits } from '../decision/input-limits.js';
 
 export default async function decideRoutes(app: FastifyInstance) {
@@ -50,6 +53,23 @@ export default async function decideRoutes(app: FastifyInstance) {
       for (const r of request.body.requests) assertWithinLimits(r.request);
       const decisions = await Promise.all(request.body.requests.map((r) => app.decisions.decide(r, { via: 'batch' })));
       return { decisions };
+    },
+  );
+
+  app.post<{ Body: CachedDecisionReportT }>(
+    '/v1/decisions/cached',
+    {
+      onRequest: app.requireRole('shim', 'admin'),
+      schema: {
+        tags: ['decisions'],
+        summary: 'Report calls a shim answered from its local cache of allow decisions, so the decision log has them too',
+        body: CachedDecisionReport,
+        response: { 200: Type.Object({ logged: Type.Integer() }), ...errors },
+      },
+    },
+    async (request) => {
+      for (const u of request.body.uses) assertWithinLimits(u.request);
+      return { logged: await app.decisions.recordCachedUses(request.body) };
     },
   );
 }

@@ -6,7 +6,8 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import { Agent, request } from 'undici';
-import type { Decision, DecideRequest } from '../../../pdp-server/src/contract.js';
+import type { CachedDecisionReport, Decision, DecideRequest } from '../../../pdp-server/src/contract.js';
+import { CachedUseReporter } from './cached-use-reporter.js';
 
 export type { Decision, DecideRequest } from '../../../pdp-server/src/contract.js';
 
@@ -29,6 +30,8 @@ export interface PdpClientOptions {
    * the feed is not connected the local cache is not used. Default: on when caching.
    */
   revocationFeed?: boolean;
+  /** How often calls answered from the local cache are reported to the decision log. Default 250 ms. */
+  reportIntervalMs?: number;
 }
 
 export type ApprovalStatus = 'approved' | 'denied' | 'expired' | 'pending';
@@ -45,7 +48,11 @@ export class PdpClient {
   readonly #cache: LRUCache<string, CachedDecision> | undefined;
   /** True while the revocation feed is connected: only then may cached allows be served. */
   #feedLive = false;
+  /** Bumped whenever the cache is dropped (revocation, feed loss, clearCache): ends every `AllowLease`. */
+  #epoch = 0;
   readonly #feedAbort = new AbortController();
+  /** Calls answered from the cache go to the decision log through this; while it lags, no cache. */
+  readonly #reporter: CachedUseReporter;
 
   constructor(opts: PdpClientOptions) {
     this.#base = opts.url.replace(/\/+$/, '');
@@ -53,15 +60,16 @@ export class PdpClient {
     this.#shim = opts.shim;
     this.#timeoutMs = opts.timeoutMs ?? 2000;
     this.#agent = new Agent({ connections: opts.connections ?? 16, keepAliveTimeout: 30_000, pipelining: 1 });
+    this.#reporter = new CachedUseReporter({ send: (r) => this.#report(r), intervalMs: opts.reportIntervalMs ?? 250 });
     const max = opts.cacheMax ?? 10_000;
     this.#cache = max > 0 ? new LRUCache<string, CachedDecision>({ max, ttlAutopurge: false }) : undefined;
     if (this.#cache && opts.revocationFeed !== false) void this.#followRevocations();
     else this.#feedLive = this.#cache !== undefined; // caching without the feed was asked for explicitly
   }
 
-  /** Whether cached allow decisions may be served now (the revocation feed is connected). */
+  /** Whether cached allow decisions may be served now: the revocation feed is connected and the uses of cached answers are being reported. */
   get cacheLive(): boolean {
-    return this.#cache !== undefined && this.#feedLive;
+    return this.#cache !== undefined && this.#feedLive && this.#reporter.healthy;
   }
 
   /**
@@ -95,7 +103,7 @@ export class PdpClient {
             const event = pending.slice(0, end);
             pending = pending.slice(end + 2);
             if (/^event: (ready|revocation)$/m.test(event)) {
-              this.#cache?.clear();
+              this.#dropCache();
               this.#feedLive = true;
               backoffMs = 250;
             }
@@ -104,7 +112,7 @@ export class PdpClient {
         throw new Error('revocation feed ended');
       } catch {
         this.#feedLive = false;
-        this.#cache?.clear();
+        this.#dropCache();
         if (signal.aborted) return;
         await new Promise<void>((resolve) => {
           const t = setTimeout(resolve, backoffMs);
@@ -116,13 +124,74 @@ export class PdpClient {
     }
   }
 
+  /**
+   * The cached allow decision for exactly this request, synchronously, or undefined (then
+   * call `decide`). Lets a hot path skip a promise per request; same rules as `decide`'s
+   * cache: served only while the revocation feed is live, and the whole token must match.
+   */
+  cachedAllow(req: DecideRequest): Decision | undefined {
+    return this.cachedAllowLease(req)?.decision;
+  }
+
+  /**
+   * `cachedAllow`, with the terms under which a caller may reuse the answer for the same
+   * request without looking it up again: until the entry's ttl ends and as long as the cache
+   * has not been dropped since (a revocation, a lost feed) — check with `leaseValid`.
+   */
+  cachedAllowLease(req: DecideRequest): AllowLease | undefined {
+    if (!this.#cache || !this.cacheLive) return undefined;
+    const hit = this.#cache.get(cacheKey(req, this.#shim));
+    if (!hit || hit.token !== req.token || hit.decision.effect !== 'allow') return undefined;
+    this.#reporter.record(req, hit.decision);
+    return { decision: hit.decision, expiresAt: hit.expiresAt, epoch: this.#epoch };
+  }
+
+  /** Whether a lease from `cachedAllowLease` still holds: the cached entry would still be served. */
+  leaseValid(lease: AllowLease): boolean {
+    return this.cacheLive && lease.epoch === this.#epoch && Date.now() < lease.expiresAt;
+  }
+
+  #dropCache(): void {
+    this.#cache?.clear();
+    this.#epoch++;
+  }
+
+  /**
+   * Count one more call answered with a cached allow outside `decide` (a caller reusing an
+   * `AllowLease`): every such call must reach the decision log too.
+   */
+  recordCachedUse(req: DecideRequest, decision: Decision): void {
+    this.#reporter.record(req, decision);
+  }
+
+  /** Send a report of cached uses; false when the PDP did not take it (it is retried). */
+  async #report(report: CachedDecisionReport): Promise<boolean> {
+    try {
+      const res = await request(`${this.#base}/v1/decisions/cached`, {
+        method: 'POST',
+        dispatcher: this.#agent,
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${this.#key}` },
+        body: JSON.stringify(report),
+        headersTimeout: this.#timeoutMs,
+        bodyTimeout: this.#timeoutMs,
+      });
+      await res.body.dump();
+      return res.statusCode === 200;
+    } catch {
+      return false;
+    }
+  }
+
   /** Ask the PDP. Never throws: any failure is a deny decision with code `pdp_unavailable`. */
   async decide(req: DecideRequest): Promise<Decision> {
-    const key = this.#cache && this.#feedLive ? cacheKey(req, this.#shim) : undefined;
+    const key = this.#cache && this.cacheLive ? cacheKey(req, this.#shim) : undefined;
     if (key !== undefined) {
       const hit = this.#cache!.get(key);
       // The key carries only the token's tail; the whole token must match too.
-      if (hit && hit.token === req.token) return hit.decision;
+      if (hit && hit.token === req.token) {
+        this.#reporter.record(req, hit.decision);
+        return hit.decision;
+      }
     }
     const body: DecideRequest = { ...req, context: { ...req.context, shim: req.context?.shim ?? this.#shim } };
     try {
@@ -142,7 +211,7 @@ export class PdpClient {
       // Only allow decisions are cached locally: a denial is cheap to re-ask and an
       // approval must be re-checked every time (it may have been granted meanwhile).
       if (key !== undefined && decision.effect === 'allow' && decision.ttl_ms > 0) {
-        this.#cache!.set(key, { token: req.token, decision }, { ttl: decision.ttl_ms });
+        this.#cache!.set(key, { token: req.token, decision, expiresAt: Date.now() + decision.ttl_ms }, { ttl: decision.ttl_ms });
       }
       return decision;
     } catch (err) {
@@ -172,12 +241,13 @@ export class PdpClient {
 
   /** Forget cached decisions (e.g. after a revocation notice). */
   clearCache(): void {
-    this.#cache?.clear();
+    this.#dropCache();
   }
 
   async close(): Promise<void> {
     this.#feedAbort.abort();
     this.#feedLive = false;
+    await this.#reporter.close();
     await this.#agent.destroy();
   }
 }
@@ -190,6 +260,15 @@ const TOKEN_TAIL = 32;
 interface CachedDecision {
   token: string;
   decision: Decision;
+  /** Date.now() after which the entry must not be served (the LRU's own ttl ends about then too). */
+  expiresAt: number;
+}
+
+/** A cached allow handed out for reuse; see `PdpClient.cachedAllowLease`. */
+export interface AllowLease {
+  decision: Decision;
+  expiresAt: number;
+  epoch: number;
 }
 
 /**
@@ -208,10 +287,53 @@ function cacheKey(req: DecideRequest, defaultShim: string): string {
   // object rest is a slow path, and this runs for every request.
   const c = req.context;
   // sql.text_sha256 binds approvals only; policies never see it, so it must not split entries.
+  // (Tested with `in`, not read: a caller may compute it lazily for requests sent to the PDP.)
   const sql = req.request.sql;
-  const request = sql?.text_sha256 === undefined ? req.request : { ...req.request, sql: { statements: sql.statements, fingerprint: sql.fingerprint } };
-  const raw = JSON.stringify([req.token.slice(-TOKEN_TAIL), req.resource, request, c?.chain, c?.step, c?.shim ?? defaultShim]);
+  const fast = sql ? sqlRequestJson(req.request, sql) : undefined;
+  const raw =
+    fast !== undefined
+      ? `[${JSON.stringify(req.token.slice(-TOKEN_TAIL))},${JSON.stringify(req.resource)},${fast},${JSON.stringify([c?.chain, c?.step, c?.shim ?? defaultShim]).slice(1)}`
+      : JSON.stringify([
+          req.token.slice(-TOKEN_TAIL),
+          req.resource,
+          sql && 'text_sha256' in sql ? { ...req.request, sql: { statements: sql.statements, fingerprint: sql.fingerprint } } : req.request,
+          c?.chain,
+          c?.step,
+          c?.shim ?? defaultShim,
+        ]);
   return raw.length <= RAW_KEY_MAX ? `r${raw}` : `h${createHash('sha256').update(raw).digest('base64url')}`;
+}
+
+type SqlRequestBody = NonNullable<DecideRequest['request']['sql']>;
+
+/** JSON of deep-frozen statement lists, by identity: a frozen list cannot change under its memo. */
+const statementsJson = new WeakMap<readonly object[], string>();
+
+function deepFrozen(statements: SqlRequestBody['statements']): boolean {
+  if (!Object.isFrozen(statements)) return false;
+  for (const st of statements) {
+    if (!Object.isFrozen(st) || !Object.isFrozen(st.relations) || !Object.isFrozen(st.columns) || !Object.isFrozen(st.functions)) return false;
+    if ((st.effects && !Object.isFrozen(st.effects)) || (st.writes && !Object.isFrozen(st.writes))) return false;
+  }
+  return true;
+}
+
+/**
+ * The JSON.stringify of `{sql: {statements, fingerprint}}` for a request that is only that
+ * (plus text_sha256, left out), reusing the statements' JSON when the list is deep-frozen
+ * (the pg-proxy's summaries are): byte for byte what the general path would produce.
+ * Undefined for any other request shape.
+ */
+function sqlRequestJson(request: DecideRequest['request'], sql: SqlRequestBody): string | undefined {
+  for (const k in request) if (k !== 'sql') return undefined;
+  for (const k in sql) if (k !== 'statements' && k !== 'fingerprint' && k !== 'text_sha256') return undefined;
+  if (typeof sql.fingerprint !== 'string' || !Array.isArray(sql.statements) || !deepFrozen(sql.statements)) return undefined;
+  let json = statementsJson.get(sql.statements);
+  if (json === undefined) {
+    json = JSON.stringify(sql.statements);
+    statementsJson.set(sql.statements, json);
+  }
+  return `{"sql":{"statements":${json},"fingerprint":${JSON.stringify(sql.fingerprint)}}}`;
 }
 
 function parseDecision(text: string): Decision | undefined {

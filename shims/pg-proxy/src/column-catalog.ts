@@ -9,6 +9,8 @@ import pg from 'pg';
 export interface ColumnCatalog {
   /** `schema.table.column` for a table OID + attribute number, or undefined when there is none. */
   columnName(tableOid: number, column: number): Promise<string | undefined>;
+  /** `columnName` answered from the cache only: the name, null for "no such column", undefined when not cached. */
+  cachedColumnName?(tableOid: number, column: number): string | null | undefined;
   /** Columns COPY writes for `schema.table` without a column list, in order. */
   copyColumns(relation: string): Promise<string[] | undefined>;
   close(): Promise<void>;
@@ -44,6 +46,9 @@ export function createColumnCatalog(conn: CatalogConnection, opts: { ttlMs?: num
       const name = r.rows[0]?.name ?? null;
       names.set(key, { name });
       return name ?? undefined;
+    },
+    cachedColumnName(tableOid, column) {
+      return names.get(`${tableOid}:${column}`)?.name;
     },
     async copyColumns(relation) {
       const hit = copies.get(relation);

@@ -42,9 +42,29 @@ export function isEmptyPlan(p: MaskPlan): boolean {
   return p.columns.size === 0 && !p.text && !p.tainted;
 }
 
+/**
+ * Plans by mask rules and statement list identity. Decisions are immutable once answered (the
+ * PDP client hands the same cached decision to every caller), and only deep-frozen statement
+ * lists (the summariser's) are memoized, so an entry can never go stale.
+ */
+const planMemo = new WeakMap<readonly MaskRuleInput[], WeakMap<readonly SqlStatement[], MaskPlan>>();
+
+function frozenStatements(statements: readonly SqlStatement[]): boolean {
+  return Object.isFrozen(statements) && statements.every((s) => Object.isFrozen(s) && Object.isFrozen(s.columns));
+}
+
 /** Compile the mask obligations of one decision against the statements it allowed. */
 export function planFor(statements: readonly SqlStatement[], rules: readonly MaskRuleInput[] | undefined): MaskPlan {
   if (!rules || rules.length === 0) return NO_MASK;
+  if (!frozenStatements(statements)) return buildPlan(statements, rules);
+  let byStatements = planMemo.get(rules);
+  if (!byStatements) planMemo.set(rules, (byStatements = new WeakMap()));
+  let plan = byStatements.get(statements);
+  if (!plan) byStatements.set(statements, (plan = buildPlan(statements, rules)));
+  return plan;
+}
+
+function buildPlan(statements: readonly SqlStatement[], rules: readonly MaskRuleInput[]): MaskPlan {
   const columns = new Map<string, MaskMethod>();
   const detectorRules: MaskRuleInput[] = [];
   for (const r of rules) {
@@ -93,6 +113,27 @@ function matchColumn(plan: MaskPlan, name: string): MaskMethod | undefined {
   if (exact) return exact;
   const bare = name.slice(name.lastIndexOf('.') + 1);
   return plan.columns.get(`*.*.${bare}`);
+}
+
+/**
+ * `fieldActions` when every column name it needs is in the catalog's cache (the common case
+ * after the first result of a table), without a promise; undefined when a lookup is needed.
+ */
+export function cachedFieldActions(fields: readonly FieldDescription[], plan: MaskPlan, catalog: ColumnCatalog): FieldAction[] | undefined {
+  if (!catalog.cachedColumnName) return undefined;
+  const strictest: MaskMethod = [...plan.columns.values()].includes('null') ? 'null' : 'redact';
+  const out: FieldAction[] = [];
+  for (const f of fields) {
+    let action: FieldAction;
+    if (plan.columns.size > 0 && f.tableOid !== 0 && f.column > 0) {
+      const name = catalog.cachedColumnName(f.tableOid, f.column);
+      if (name === undefined) return undefined;
+      if (name !== null) action = matchColumn(plan, name);
+    } else if (plan.tainted) action = strictest;
+    if (action === undefined && plan.text) action = 'detect';
+    out.push(action);
+  }
+  return out;
 }
 
 export async function fieldActions(fields: readonly FieldDescription[], plan: MaskPlan, catalog: ColumnCatalog): Promise<FieldAction[]> {

@@ -7,6 +7,7 @@ import tls from 'node:tls';
 import { createColumnCatalog, type ColumnCatalog } from './column-catalog.js';
 import { ProxySession, type Decider } from './proxy-session.js';
 import { loadSqlParser } from './sql-summary.js';
+import { SummaryCache } from './summary-cache.js';
 
 export type { Decider } from './proxy-session.js';
 export { isLoopbackAddress, plaintextLoginAllowed } from './proxy-session.js';
@@ -34,6 +35,15 @@ export interface PgProxyOptions {
   maxConnections?: number;
   /** Structured events (never tokens or row data). Default: silent. */
   log?: (event: Record<string, unknown>) => void;
+  /**
+   * Statement summaries kept for reuse by texts that differ only in constants (see
+   * summary-cache.ts). Default 5000 entries; 0 turns the cache off.
+   */
+  summaryCacheSize?: number;
+  /** This process's index among the proxy's workers (worker-cluster.ts). Default 0. */
+  workerIndex?: number;
+  /** Multi-process only: hand a CancelRequest for another worker's key to that worker. */
+  forwardCancel?: ((pid: number, secret: number) => void) | undefined;
   /** Column-name lookups; default: a small pool on the upstream with the proxy's credential. */
   catalog?: ColumnCatalog;
 }
@@ -41,6 +51,8 @@ export interface PgProxyOptions {
 export interface PgProxy {
   listen(port?: number, host?: string): Promise<{ host: string; port: number }>;
   address(): { host: string; port: number } | undefined;
+  /** Cancel the running query of this process's session with this key, if any (a forwarded CancelRequest). */
+  cancel(pid: number, secret: number): boolean;
   close(): Promise<void>;
 }
 
@@ -48,6 +60,7 @@ export function createPgProxy(options: PgProxyOptions): PgProxy {
   const catalog = options.catalog ?? createColumnCatalog(options.upstream);
   const cancelKeys = new Map<string, ProxySession>();
   const sessions = new Set<ProxySession>();
+  const summaries = new SummaryCache(options.summaryCacheSize ?? 5000);
   const log = options.log ?? (() => undefined);
   const secure = options.tls ? tls.createSecureContext({ cert: options.tls.cert, key: options.tls.key }) : undefined;
   const server = net.createServer((socket) => {
@@ -65,7 +78,10 @@ export function createPgProxy(options: PgProxyOptions): PgProxy {
       decider: options.decider,
       approvalWaitS: options.approvalWaitS ?? 0,
       catalog,
+      summaries,
       cancelKeys,
+      workerIndex: options.workerIndex ?? 0,
+      forwardCancel: options.forwardCancel,
       log,
     });
     sessions.add(session);
@@ -88,6 +104,12 @@ export function createPgProxy(options: PgProxyOptions): PgProxy {
       return addr;
     },
     address: () => addr,
+    cancel(pid, secret) {
+      const owner = cancelKeys.get(`${pid}:${secret}`);
+      owner?.cancelUpstream();
+      log({ event: 'cancel_request', routed: owner ? 'received' : 'unknown' });
+      return owner !== undefined;
+    },
     async close() {
       for (const s of sessions) s.close('proxy shutting down');
       await new Promise<void>((resolve) => server.close(() => resolve()));

@@ -4,7 +4,12 @@
  * reported at once and the process refuses to start.
  */
 import { readFileSync } from 'node:fs';
+import os from 'node:os';
 import { parse as parseYaml } from 'yaml';
+import { MAX_WORKERS } from './worker-cluster.js';
+
+/** Set by the primary for each worker it forks (not a setting for operators). */
+export const WORKER_INDEX_ENV = 'SCOPEGATE_PG_WORKER_INDEX';
 
 export interface PgProxyConfig {
   listen: { host: string; port: number };
@@ -18,6 +23,12 @@ export interface PgProxyConfig {
   logLevel: string;
   maxMessageBytes: number;
   startupTimeoutMs: number;
+  /** Processes serving connections (node:cluster); 1 = no cluster. `auto` resolves to the CPU count. */
+  workers: number;
+  /** In a worker of a cluster: its index (0 otherwise). */
+  workerIndex: number;
+  /** Entries of the statement summary cache; 0 turns it off. */
+  summaryCacheSize: number;
 }
 
 type Raw = Record<string, unknown>;
@@ -82,6 +93,12 @@ export function loadPgProxyConfig(argv: readonly string[], env: NodeJS.ProcessEn
   if (allowPlain !== 'true' && allowPlain !== 'false') problems.push('allowPlaintextNonLoopback must be true or false');
   const logLevel = str('SCOPEGATE_PG_LOG_LEVEL', 'logLevel', 'info') as string;
   if (!LOG_LEVELS.includes(logLevel)) problems.push(`logLevel must be one of ${LOG_LEVELS.join(', ')}`);
+  const workersRaw = str('SCOPEGATE_PG_WORKERS', 'workers', '1') as string;
+  const workers = workersRaw === 'auto' ? Math.min(MAX_WORKERS, os.availableParallelism()) : Number(workersRaw);
+  if (!Number.isInteger(workers) || workers < 1 || workers > MAX_WORKERS) problems.push(`SCOPEGATE_PG_WORKERS / workers must be "auto" or an integer from 1 to ${MAX_WORKERS}`);
+  // Environment only: the primary sets it per fork; a config file has no say in it.
+  const workerIndex = Number(env[WORKER_INDEX_ENV] ?? 0);
+  if (!Number.isInteger(workerIndex) || workerIndex < 0 || workerIndex >= MAX_WORKERS) problems.push(`${WORKER_INDEX_ENV} out of range`);
   const config: PgProxyConfig = {
     listen: { host: str('SCOPEGATE_PG_LISTEN_HOST', 'listen.host', '127.0.0.1') as string, port: int('SCOPEGATE_PG_LISTEN_PORT', 'listen.port', 6432) },
     upstream: {
@@ -103,6 +120,9 @@ export function loadPgProxyConfig(argv: readonly string[], env: NodeJS.ProcessEn
     logLevel,
     maxMessageBytes: int('SCOPEGATE_PG_MAX_MESSAGE_BYTES', 'maxMessageBytes', 64 * 1024 * 1024),
     startupTimeoutMs: int('SCOPEGATE_PG_STARTUP_TIMEOUT_MS', 'startupTimeoutMs', 10_000),
+    workers,
+    workerIndex,
+    summaryCacheSize: int('SCOPEGATE_PG_SUMMARY_CACHE_SIZE', 'summaryCacheSize', 5000),
   };
   if (problems.length) throw new ConfigError(problems);
   return Object.freeze(config);

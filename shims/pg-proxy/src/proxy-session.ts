@@ -16,9 +16,11 @@ import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import net from 'node:net';
 import tls from 'node:tls';
 import type { Decision, DecideRequest, SqlStatement } from '../../../pdp-server/src/contract.js';
+import type { AllowLease } from '../../pdp-client/src/index.js';
 import type { MaskMethod } from '../../masking/src/mask-rules.js';
 import type { ColumnCatalog } from './column-catalog.js';
 import {
+  cachedFieldActions,
   fieldActions,
   isEmptyPlan,
   maskCopyTextRow,
@@ -32,7 +34,8 @@ import {
   type MaskPlan,
 } from './column-masker.js';
 import { AUTH, BACKEND, ERROR_FIELDS, FRONTEND, SQLSTATE, STARTUP_CODES, TX_STATUS } from './message-codes.js';
-import { newSessionObjects, summarize, type SessionObjects } from './sql-summary.js';
+import { newSessionObjects, type SessionObjects } from './sql-summary.js';
+import type { SummaryCache } from './summary-cache.js';
 import { connectUpstream, UpstreamError, type UpstreamConnection } from './upstream-connection.js';
 import {
   authenticationRequest,
@@ -58,10 +61,21 @@ import {
   type FieldDescription,
 } from './wire-codec.js';
 import { FrameError, MessageFramer, type Frame } from './wire-frames.js';
+import { newProcessId, workerOfProcessId } from './worker-cluster.js';
 
 /** Anything that can answer a decision request (the PDP client in production). */
 export interface Decider {
   decide(req: DecideRequest): Promise<Decision>;
+  /**
+   * An allow decision for exactly this request from a local cache, answered synchronously,
+   * or undefined (then `decide` is asked), with the terms of its reuse. Optional: saves a
+   * promise round per statement.
+   */
+  cachedAllowLease?(req: DecideRequest): AllowLease | undefined;
+  /** Whether a lease still holds (its ttl has not ended and the cache was not dropped since). */
+  leaseValid?(lease: AllowLease): boolean;
+  /** Report one more use of a leased decision (every use reaches the decision log); leases are reused only with it. */
+  recordCachedUse?(req: DecideRequest, decision: Decision): void;
   /** Long-poll an approval; needed only to hold statements (`approvalWaitS` > 0). Failure reads as `pending`. */
   waitApproval?(id: string, waitS: number): Promise<'approved' | 'denied' | 'expired' | 'pending'>;
 }
@@ -89,8 +103,14 @@ export interface SessionConfig {
   /** Hold a statement that needs approval up to this long (0: fail at once with the approval id). */
   approvalWaitS: number;
   catalog: ColumnCatalog;
+  /** Statement summaries, shared by the sessions of the process. */
+  summaries: SummaryCache;
   /** Where the process-wide cancel keys live. */
   cancelKeys: Map<string, ProxySession>;
+  /** Index of this process among the proxy's workers; carried in the BackendKeyData process id. */
+  workerIndex: number;
+  /** Pass a CancelRequest for a key of another worker on to that worker (multi-process only). */
+  forwardCancel: ((pid: number, secret: number) => void) | undefined;
   log: (event: Record<string, unknown>) => void;
 }
 
@@ -99,6 +119,8 @@ const FORWARDED_PARAMS = new Set(['application_name', 'client_encoding', 'datest
 const REFUSED_PARAMS = new Set(['replication', 'options']);
 const STARTUP_MAX_BYTES = 10_000;
 const MAX_QUEUED_FRAMES = 1024;
+/** Leased decisions kept per session (statement shapes in use); the map starts over beyond it. */
+const MAX_LEASES = 256;
 
 type State = 'awaitingStartup' | 'awaitingPassword' | 'connecting' | 'ready' | 'closed';
 
@@ -108,12 +130,23 @@ interface StatementInfo {
   /** The summary's fingerprint, to decide again at each later Bind. */
   fingerprint: string;
   /** SHA-256 of the exact SQL text: approvals are bound to it. */
-  textHash: string;
+  textHash: TextHash;
   /** Sequence number of the batch (Sync/Query) in which it was decided. */
   batch: number;
 }
 
 type Verdict = { ok: true; plan: MaskPlan } | { ok: false; decisionId: string; message: string };
+type SqlVerdict = { ok: true; info: StatementInfo; apply: (o: SessionObjects) => void } | { ok: false; decisionId: string; message: string };
+
+/** SHA-256 of a statement's exact text, computed on first use (only requests that reach the PDP carry it). */
+class TextHash {
+  #hex: string | undefined;
+  constructor(private readonly text: string) {}
+  get value(): string {
+    this.#hex ??= createHash('sha256').update(this.text).digest('hex');
+    return this.#hex;
+  }
+}
 
 /**
  * A bound portal as the proxy knows it: its own statement's mask plan and, once a
@@ -170,7 +203,7 @@ export function plaintextLoginAllowed(addr: string | undefined, allowPlaintextNo
 export class ProxySession {
   readonly id = randomUUID();
   state: State = 'awaitingStartup';
-  readonly proxyPid = randomBytes(4).readInt32BE() & 0x7fffffff;
+  readonly proxyPid: number;
   readonly proxySecret = randomBytes(4).readInt32BE();
 
   #client: net.Socket | tls.TLSSocket;
@@ -187,6 +220,12 @@ export class ProxySession {
   #pumping = false;
 
   readonly #objects: SessionObjects = newSessionObjects();
+  /**
+   * Cached allows in use, by statement list: the session's token, resource and context are
+   * fixed, so a (frozen) statement list and its fingerprint are the rest of the PDP client's
+   * cache key. Reused only while the decider says the lease holds (ttl, no revocation since).
+   */
+  readonly #leases = new Map<readonly SqlStatement[], { lease: AllowLease; fingerprint: string; verdict: Verdict }>();
   readonly #statements = new Map<string, StatementInfo>();
   readonly #portals = new Map<string, PortalState>();
   /** Mask plan and statements of messages forwarded since the last Sync (the batch being built). */
@@ -214,6 +253,7 @@ export class ProxySession {
     socket: net.Socket,
     private readonly cfg: SessionConfig,
   ) {
+    this.proxyPid = newProcessId(cfg.workerIndex);
     this.#client = socket;
     this.#clientAddr = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`;
     this.#peerAddress = socket.remoteAddress;
@@ -267,7 +307,7 @@ export class ProxySession {
       return;
     }
     if (this.#queue.length > MAX_QUEUED_FRAMES) this.#client.pause();
-    void this.#pump();
+    this.#pump();
   }
 
   #fatal(sqlstate: string, message: string): void {
@@ -303,7 +343,10 @@ export class ProxySession {
     if (code === STARTUP_CODES.cancelRequest) {
       const pid = r.int32();
       const secret = r.int32();
-      this.cfg.cancelKeys.get(`${pid}:${secret}`)?.cancelUpstream();
+      const owner = this.cfg.cancelKeys.get(`${pid}:${secret}`);
+      if (owner) owner.cancelUpstream();
+      else if (this.cfg.forwardCancel && workerOfProcessId(pid) !== this.cfg.workerIndex) this.cfg.forwardCancel(pid, secret);
+      this.cfg.log({ event: 'cancel_request', routed: owner ? 'local' : this.cfg.forwardCancel && workerOfProcessId(pid) !== this.cfg.workerIndex ? 'forwarded' : 'unknown' });
       this.close('cancel request');
       return;
     }
@@ -322,39 +365,56 @@ export class ProxySession {
     this.#client.write(authenticationRequest(AUTH.cleartextPassword));
   }
 
-  async #pump(): Promise<void> {
+  /**
+   * The frontend loop: frames in order, one at a time. Written without async/await so the
+   * common case (every frame decided from the local caches) runs synchronously to the end,
+   * with no promise per data chunk; a frame that must wait (a PDP round trip, an approval,
+   * back-pressure) continues the loop when it settles, with the loop still marked busy.
+   */
+  #pump(): void {
     if (this.#pumping) return;
     this.#pumping = true;
     // Frames decided in one go (Parse/Bind/Describe/Execute/Sync of a pipelined batch) leave
     // in one write instead of one syscall each; uncorked before any wait on an approval.
     const up = this.#upstream;
     up?.socket.cork();
+    this.#continuePump(up);
+  }
+
+  #continuePump(up: UpstreamConnection | undefined): void {
     try {
       while (this.#queue.length && this.state !== 'closed') {
         const f = this.#queue.shift() as Frame;
-        await this.#onFrontend(f);
+        const pending = this.#onFrontend(f);
         if (this.#queue.length < MAX_QUEUED_FRAMES / 2 && this.#client.isPaused()) this.#client.resume();
+        if (pending) {
+          pending.then(
+            () => this.#continuePump(up),
+            (err: unknown) => this.#endPump(up, err),
+          );
+          return;
+        }
       }
     } catch (err) {
+      return this.#endPump(up, err);
+    }
+    this.#endPump(up, undefined);
+  }
+
+  #endPump(up: UpstreamConnection | undefined, err: unknown): void {
+    if (err !== undefined) {
       if (err instanceof FrameError) this.#fatal(SQLSTATE.protocolViolation, 'invalid message');
       else {
         this.cfg.log({ event: 'session_error', session_id: this.id, error: (err as Error).message });
         this.#fatal(SQLSTATE.connectionFailure, 'proxy error');
       }
-    } finally {
-      this.#pumping = false;
-      up?.socket.uncork();
     }
+    this.#pumping = false;
+    up?.socket.uncork();
   }
 
-  async #onFrontend(f: Frame): Promise<void> {
-    if (this.state === 'awaitingPassword') {
-      if (f.type !== FRONTEND.password) return this.#fatal(SQLSTATE.protocolViolation, 'expected a password message');
-      this.#token = decodeCString(f.body);
-      if (this.#token === '') return this.#fatal(SQLSTATE.invalidPassword, 'a scopegate token is required as the password');
-      if (!(await this.#checkToken())) return;
-      return this.#connect();
-    }
+  #onFrontend(f: Frame): Promise<void> | void {
+    if (this.state === 'awaitingPassword') return this.#onPassword(f);
     if (this.state !== 'ready') return;
     switch (f.type) {
       case FRONTEND.query:
@@ -400,6 +460,14 @@ export class ProxySession {
       default:
         return this.#fatal(SQLSTATE.protocolViolation, 'unexpected message type');
     }
+  }
+
+  async #onPassword(f: Frame): Promise<void> {
+    if (f.type !== FRONTEND.password) return this.#fatal(SQLSTATE.protocolViolation, 'expected a password message');
+    this.#token = decodeCString(f.body);
+    if (this.#token === '') return this.#fatal(SQLSTATE.invalidPassword, 'a scopegate token is required as the password');
+    if (!(await this.#checkToken())) return;
+    return this.#connect();
   }
 
   /**
@@ -467,38 +535,79 @@ export class ProxySession {
     this.#open.ops.push(op);
   }
 
-  async #send(raw: Buffer): Promise<void> {
+  /** Forward to the upstream; a promise only when its buffer is full (back-pressure on the frontend loop). */
+  #send(raw: Buffer): Promise<void> | void {
     const up = this.#upstream;
     if (!up) return;
-    if (!up.socket.write(raw)) await new Promise<void>((resolve) => up.socket.once('drain', resolve));
+    if (!up.socket.write(raw)) return new Promise<void>((resolve) => up.socket.once('drain', resolve));
   }
 
   // ---- decisions -----------------------------------------------------------
 
-  /** Summarise, decide and plan masking for one SQL text. Returns the info, or a denial. */
-  async #decideSql(sql: string): Promise<{ ok: true; info: StatementInfo; apply: (o: SessionObjects) => void } | { ok: false; decisionId: string; message: string }> {
-    const summary = summarize(sql, this.#objects);
+  /**
+   * Summarise, decide and plan masking for one SQL text. Returns the info, or a denial;
+   * synchronously when the decision comes from the decider's local cache.
+   */
+  #decideSql(sql: string): SqlVerdict | Promise<SqlVerdict> {
+    const summary = this.cfg.summaries.summarize(sql, this.#objects);
     if (!summary.ok) {
       const decisionId = randomUUID();
       this.cfg.log({ event: 'statement_refused', session_id: this.id, decision_id: decisionId, reason: summary.reason });
       return { ok: false, decisionId, message: summary.reason };
     }
-    const textHash = createHash('sha256').update(sql).digest('hex');
+    const textHash = new TextHash(sql);
     const info = (plan: MaskPlan): StatementInfo => ({ statements: summary.statements, plan, fingerprint: summary.fingerprint, textHash, batch: this.#batchSeq });
     if (summary.statements.length === 0) return { ok: true, info: info(NO_MASK), apply: summary.apply };
-    const v = await this.#decideStatements(summary.statements, summary.fingerprint, textHash);
-    if (!v.ok) return v;
-    return { ok: true, info: info(v.plan), apply: summary.apply };
+    const done = (v: Verdict): SqlVerdict => (v.ok ? { ok: true, info: info(v.plan), apply: summary.apply } : v);
+    const v = this.#decideStatements(summary.statements, summary.fingerprint, textHash);
+    return v instanceof Promise ? v.then(done) : done(v);
   }
 
-  /** Ask the PDP about summarised statements (holding for an approval when configured). */
-  async #decideStatements(statements: SqlStatement[], fingerprint: string, textHash: string): Promise<Verdict> {
-    const req: DecideRequest = {
+  #decisionRequest(statements: SqlStatement[], fingerprint: string, textHash: TextHash): DecideRequest {
+    // text_sha256 is read only when the request goes to the PDP (the local cache ignores it),
+    // so the hash of the exact text is computed then, not for every statement.
+    const sql = {
+      statements,
+      fingerprint,
+      get text_sha256(): string {
+        return textHash.value;
+      },
+    };
+    return {
       token: this.#token,
       resource: { kind: 'sql', name: this.cfg.resource },
-      request: { sql: { statements, fingerprint, text_sha256: textHash } },
+      request: { sql },
       context: { session_id: this.id, client_addr: this.#clientAddr, shim: 'pg-proxy' },
     };
+  }
+
+  /** Ask the PDP about summarised statements; synchronous on an allow from the decider's local cache. */
+  #decideStatements(statements: SqlStatement[], fingerprint: string, textHash: TextHash): Verdict | Promise<Verdict> {
+    const req = this.#decisionRequest(statements, fingerprint, textHash);
+    const held = this.#leases.get(statements);
+    const decider = this.cfg.decider;
+    if (held && held.fingerprint === fingerprint && decider.recordCachedUse && decider.leaseValid?.(held.lease)) {
+      // A reuse of a cached allow is still a decision use: it goes to the decision log.
+      decider.recordCachedUse(req, held.lease.decision);
+      this.#logDecision(held.lease.decision, fingerprint);
+      return held.verdict;
+    }
+    const lease = this.cfg.decider.cachedAllowLease?.(req);
+    if (lease) {
+      this.#logDecision(lease.decision, fingerprint);
+      const verdict = this.#verdict(lease.decision, statements);
+      // Only immutable lists (the summariser's) are kept: identity then means content.
+      if (Object.isFrozen(statements)) {
+        if (this.#leases.size >= MAX_LEASES) this.#leases.clear();
+        this.#leases.set(statements, { lease, fingerprint, verdict });
+      }
+      return verdict;
+    }
+    return this.#decideStatementsRemote(req, statements, fingerprint);
+  }
+
+  /** The full path: the PDP (holding for an approval when configured). */
+  async #decideStatementsRemote(req: DecideRequest, statements: SqlStatement[], fingerprint: string): Promise<Verdict> {
     let decision = await this.cfg.decider.decide(req);
     this.#logDecision(decision, fingerprint);
     if (decision.effect === 'approval_required') {
@@ -512,6 +621,10 @@ export class ProxySession {
         return { ok: false, decisionId: decision.decision_id, message: `approval ${held} (approval_id=${id ?? 'unknown'})` };
       }
     }
+    return this.#verdict(decision, statements);
+  }
+
+  #verdict(decision: Decision, statements: SqlStatement[]): Verdict {
     if (decision.effect === 'approval_required') {
       const approval = decision.obligations.approval;
       return { ok: false, decisionId: decision.decision_id, message: `approval required (approval_id=${approval?.id ?? 'unknown'}); retry once it is approved` };
@@ -559,7 +672,7 @@ export class ProxySession {
   }
 
   /** Replace a denied Query/Parse/Bind by one the upstream rejects with our marker in the message. */
-  async #sendDenied(kind: string, decisionId: string, reason: string, original: Frame | undefined): Promise<void> {
+  #sendDenied(kind: string, decisionId: string, reason: string, original: Frame | undefined): Promise<void> | void {
     const marker = `scopegate_denied_${randomBytes(12).toString('hex')}`;
     const error = errorResponse(SQLSTATE.insufficientPrivilege, `permission denied by scopegate (decision_id=${decisionId})`, 'ERROR', reason);
     this.#denials.set(marker, { error });
@@ -579,9 +692,12 @@ export class ProxySession {
     }
   }
 
-  async #onQuery(f: Frame): Promise<void> {
-    const sql = decodeCString(f.body);
-    const d = await this.#decideSql(sql);
+  #onQuery(f: Frame): Promise<void> | void {
+    const d = this.#decideSql(decodeCString(f.body));
+    return d instanceof Promise ? d.then((v) => this.#forwardQuery(f, v)) : this.#forwardQuery(f, d);
+  }
+
+  #forwardQuery(f: Frame, d: SqlVerdict): Promise<void> | void {
     if (!d.ok) return this.#sendDenied(FRONTEND.query, d.decisionId, d.message, f);
     d.apply(this.#objects);
     // A simple Query is its own batch: it ends with ReadyForQuery.
@@ -591,23 +707,27 @@ export class ProxySession {
     return this.#send(f.raw);
   }
 
-  async #onParse(f: Frame): Promise<void> {
+  #onParse(f: Frame): Promise<void> | void {
     const p = decodeParse(f.body);
-    const d = await this.#decideSql(p.query);
+    const d = this.#decideSql(p.query);
+    return d instanceof Promise ? d.then((v) => this.#forwardParse(f, p.name, v)) : this.#forwardParse(f, p.name, d);
+  }
+
+  #forwardParse(f: Frame, name: string, d: SqlVerdict): Promise<void> | void {
     if (!d.ok) {
-      this.#statements.delete(p.name);
+      this.#statements.delete(name);
       return this.#sendDenied(FRONTEND.parse, d.decisionId, d.message, f);
     }
     d.apply(this.#objects);
-    this.#statements.set(p.name, d.info);
+    this.#statements.set(name, d.info);
     this.#open = joinBatch(this.#open, d.info);
     return this.#send(f.raw);
   }
 
-  async #onBind(f: Frame): Promise<void> {
+  #onBind(f: Frame): Promise<void> | void {
     const b = decodeBind(f.body);
     // A statement prepared with SQL PREPARE is also bindable; it was decided when prepared.
-    let info = this.#statements.get(b.statement);
+    const info = this.#statements.get(b.statement);
     if (!info) {
       this.#portals.delete(b.portal);
       // Unknown to us (or prepared with SQL PREPARE, known without its mask plan): refused.
@@ -617,11 +737,20 @@ export class ProxySession {
       // A statement prepared earlier is decided again at each use (the PDP client's local
       // cache answers within the decision's ttl_ms), so a revoked token or a changed policy
       // also stops statements prepared before the change.
-      const v = await this.#decideStatements(info.statements, info.fingerprint, info.textHash);
-      if (!v.ok) {
-        this.#portals.delete(b.portal);
-        return this.#sendDenied(FRONTEND.bind, v.decisionId, v.message, f);
-      }
+      const v = this.#decideStatements(info.statements, info.fingerprint, info.textHash);
+      return v instanceof Promise ? v.then((r) => this.#forwardBind(f, b, info, r)) : this.#forwardBind(f, b, info, v);
+    }
+    return this.#forwardBind(f, b, info, undefined);
+  }
+
+  /** Forward a Bind; `v` is the fresh decision for a statement prepared in an earlier batch. */
+  #forwardBind(f: Frame, b: { portal: string; statement: string }, decided: StatementInfo, v: Verdict | undefined): Promise<void> | void {
+    let info = decided;
+    if (v && !v.ok) {
+      this.#portals.delete(b.portal);
+      return this.#sendDenied(FRONTEND.bind, v.decisionId, v.message, f);
+    }
+    if (v && v.plan !== info.plan) {
       info = { ...info, plan: v.plan };
       this.#statements.set(b.statement, info);
     }
@@ -642,7 +771,7 @@ export class ProxySession {
       return this.#fatal(SQLSTATE.connectionFailure, 'invalid message from the database');
     }
     if (this.#backendQueue.length > MAX_QUEUED_FRAMES) up.socket.pause();
-    void this.#pumpBackend();
+    this.#pumpBackend();
   }
 
   /** Pending Describe/Execute responses of the batch now answering. */
@@ -665,14 +794,29 @@ export class ProxySession {
     return (this.#inflight[0] ?? this.#open).plan;
   }
 
-  async #pumpBackend(): Promise<void> {
+  /** The backend loop: like the frontend loop, synchronous unless a frame must wait (catalog lookup, COPY). */
+  #pumpBackend(): void {
     if (this.#backendPumping) return;
     this.#backendPumping = true;
+    this.#continueBackend([]);
+  }
+
+  #continueBackend(out: Buffer[]): void {
     try {
-      const out: Buffer[] = [];
       while (this.#backendQueue.length && this.state !== 'closed') {
         const f = this.#backendQueue.shift() as Frame;
-        const msg = await this.#onBackend(f);
+        const msg = this.#onBackend(f);
+        if (msg instanceof Promise) {
+          // Messages before it stay in `out`, so the client still sees them in order.
+          msg.then(
+            (m) => {
+              if (m) out.push(m);
+              this.#continueBackend(out);
+            },
+            (err: unknown) => this.#backendFailed(err),
+          );
+          return;
+        }
         if (msg) out.push(msg);
         if (out.length >= 256) this.#flushClient(out);
       }
@@ -680,21 +824,25 @@ export class ProxySession {
       const up = this.#upstream;
       if (up && up.socket.isPaused() && this.#backendQueue.length < MAX_QUEUED_FRAMES / 2 && this.#client.writableNeedDrain === false) up.socket.resume();
     } catch (err) {
-      this.cfg.log({ event: 'session_error', session_id: this.id, error: (err as Error).message });
-      this.#fatal(SQLSTATE.connectionFailure, 'proxy error');
-    } finally {
-      this.#backendPumping = false;
+      return this.#backendFailed(err);
     }
+    this.#backendPumping = false;
+  }
+
+  #backendFailed(err: unknown): void {
+    this.cfg.log({ event: 'session_error', session_id: this.id, error: (err as Error).message });
+    this.#fatal(SQLSTATE.connectionFailure, 'proxy error');
+    this.#backendPumping = false;
   }
 
   #flushClient(out: Buffer[]): void {
     if (!out.length || this.state === 'closed') return;
-    const ok = this.#client.write(out.length === 1 ? (out[0] as Buffer) : Buffer.concat(out));
+    const ok = this.#client.write(joinChunks(out));
     out.length = 0;
     if (!ok) this.#upstream?.socket.pause();
   }
 
-  async #onBackend(f: Frame): Promise<Buffer | undefined> {
+  #onBackend(f: Frame): Buffer | undefined | Promise<Buffer | undefined> {
     switch (f.type) {
       case BACKEND.rowDescription: {
         const head = this.#ops[0];
@@ -704,15 +852,29 @@ export class ProxySession {
           if (head.kind === 'describePortal') {
             const fields = decodeRowDescription(f.body);
             head.portal.fields = fields;
-            head.portal.actions = isEmptyPlan(head.portal.plan) ? [] : await fieldActions(fields, head.portal.plan, this.cfg.catalog);
+            const portal = head.portal;
+            const cached = isEmptyPlan(portal.plan) ? [] : cachedFieldActions(fields, portal.plan, this.cfg.catalog);
+            if (cached) portal.actions = cached;
+            else
+              return fieldActions(fields, portal.plan, this.cfg.catalog).then((actions) => {
+                portal.actions = actions;
+                return f.raw;
+              });
           }
           return f.raw;
         }
         this.#fields = decodeRowDescription(f.body);
         this.#described = true;
         this.#rowPlan = this.#currentPlan;
-        this.#actions = isEmptyPlan(this.#rowPlan) ? [] : await fieldActions(this.#fields, this.#rowPlan, this.cfg.catalog);
-        return f.raw;
+        const cached = isEmptyPlan(this.#rowPlan) ? [] : cachedFieldActions(this.#fields, this.#rowPlan, this.cfg.catalog);
+        if (cached) {
+          this.#actions = cached;
+          return f.raw;
+        }
+        return fieldActions(this.#fields, this.#rowPlan, this.cfg.catalog).then((actions) => {
+          this.#actions = actions;
+          return f.raw;
+        });
       }
       case BACKEND.dataRow: {
         const portal = this.#executing;
@@ -830,6 +992,22 @@ function maskPortalRow(f: Frame, portal: PortalState): Buffer {
   if (!portal.known || !portal.fields || !portal.actions) return encodeDataRow(decodeDataRow(f.body).map(() => null));
   if (!portal.actions.some((a) => a !== undefined)) return f.raw;
   return maskDataRow(f.body, portal.actions, portal.fields, portal.plan) ?? f.raw;
+}
+
+/**
+ * One buffer for one write. Frames forwarded unchanged are slices of the chunk they arrived
+ * in, usually back to back: those are written as one view of that memory instead of a copy.
+ */
+function joinChunks(out: Buffer[]): Buffer {
+  const first = out[0] as Buffer;
+  if (out.length === 1) return first;
+  let end = first.byteOffset + first.length;
+  for (let i = 1; i < out.length; i++) {
+    const b = out[i] as Buffer;
+    if (b.buffer !== first.buffer || b.byteOffset !== end) return Buffer.concat(out);
+    end += b.length;
+  }
+  return Buffer.from(first.buffer, first.byteOffset, end - first.byteOffset);
 }
 
 function int32(n: number): Buffer {

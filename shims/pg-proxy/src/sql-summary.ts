@@ -185,12 +185,19 @@ const TRANSACTION_KINDS: Record<string, string> = {
   TRANS_STMT_ROLLBACK_PREPARED: 'rollback_prepared',
 };
 
+/** What a summary depended on besides the text, for deciding whether it may be reused (summary-cache.ts). */
+interface SummaryTrace {
+  /** A prepared statement or cursor of the session was looked up (EXECUTE, FETCH). */
+  sessionRead: boolean;
+}
+
 /** Walks one top-level statement. */
 class Walker {
   constructor(
     private readonly c: StatementCollector,
     private readonly overlay: SessionObjects,
     private readonly changes: Array<(o: SessionObjects) => void>,
+    private readonly trace: SummaryTrace,
   ) {}
 
   /** Summarise a nested statement (CTE body, EXPLAIN target, PREPARE body) as its own entries. */
@@ -198,7 +205,7 @@ class Walker {
     const [type] = Object.keys(node);
     if (!type) throw new Undescribable('empty statement node');
     const inner = new StatementCollector(commandOf(type), this.c.session);
-    new Walker(inner, this.overlay, this.changes).statement(node, scope);
+    new Walker(inner, this.overlay, this.changes, this.trace).statement(node, scope);
     return inner.finish();
   }
 
@@ -244,6 +251,7 @@ class Walker {
       }
       case 'ExecuteStmt': {
         const name = String(body.name ?? '');
+        this.trace.sessionRead = true;
         const inner = this.overlay.prepared.get(name);
         if (!inner) throw new Undescribable(`EXECUTE of unknown prepared statement`);
         this.replaceWith(inner, 'execute');
@@ -265,6 +273,7 @@ class Walker {
       }
       case 'FetchStmt': {
         const name = String(body.portalname ?? '');
+        this.trace.sessionRead = true;
         const inner = this.overlay.cursors.get(name);
         if (!inner) throw new Undescribable('FETCH from unknown cursor');
         if (body.ismove) this.c.effects.add('move');
@@ -595,16 +604,35 @@ function shape(n: unknown): unknown {
   return out;
 }
 
+/** A summary with what summary-cache.ts needs to judge whether it may be reused for other constants. */
+export interface TracedSummary {
+  result: SummaryResult;
+  /** The parse tree (present when the text parsed). */
+  tree?: { stmts?: Array<{ stmt?: Node }> };
+  /** Top-level statement node types, in order. */
+  types: string[];
+  /** Number of session-object changes the summary would apply. */
+  changes: number;
+  sessionRead: boolean;
+}
+
 /**
  * Summarise every statement of `sql`. `session` is read, never changed: the caller applies
  * `apply` once the query has been forwarded.
  */
 export function summarize(sql: string, session: SessionObjects): SummaryResult {
+  return summarizeTraced(sql, session).result;
+}
+
+/** `summarize`, also reporting the parse tree and what the summary depended on. */
+export function summarizeTraced(sql: string, session: SessionObjects): TracedSummary {
+  const trace: SummaryTrace = { sessionRead: false };
+  const types: string[] = [];
   let tree: { stmts?: Array<{ stmt?: Node }> };
   try {
     tree = parseSync(sql) as typeof tree;
   } catch {
-    return { ok: false, reason: 'the statement does not parse' };
+    return { result: { ok: false, reason: 'the statement does not parse' }, types, changes: 0, sessionRead: false };
   }
   const overlay: SessionObjects = { prepared: new Map(session.prepared), cursors: new Map(session.cursors) };
   const changes: Array<(o: SessionObjects) => void> = [];
@@ -615,25 +643,50 @@ export function summarize(sql: string, session: SessionObjects): SummaryResult {
       if (!stmt) continue;
       const [type] = Object.keys(stmt);
       if (!type) throw new Undescribable('empty statement');
+      types.push(type);
       let command = commandOf(type);
       if (type === 'TransactionStmt') command = TRANSACTION_KINDS[String((stmt[type] as Node).kind)] ?? 'transaction';
       const c = new StatementCollector(command, session);
-      new Walker(c, overlay, changes).statement(stmt, { ctes: new Set(), frames: [] });
+      new Walker(c, overlay, changes, trace).statement(stmt, { ctes: new Set(), frames: [] });
       statements.push(...c.finish());
     }
   } catch (err) {
-    if (err instanceof Undescribable) return { ok: false, reason: err.message };
-    return { ok: false, reason: 'the statement could not be summarised' };
+    const reason = err instanceof Undescribable ? err.message : 'the statement could not be summarised';
+    return { result: { ok: false, reason }, tree, types, changes: changes.length, sessionRead: trace.sessionRead };
   }
   const fingerprint = createHash('sha256').update(JSON.stringify(shape(tree.stmts ?? []))).digest('hex');
+  // Frozen: summaries are shared (the summary cache, prepared statements, the PDP client's key memo).
+  for (const st of statements) freezeStatement(st);
+  Object.freeze(statements);
   return {
-    ok: true,
-    statements,
-    fingerprint,
-    apply: (objs) => {
-      for (const ch of changes) ch(objs);
+    result: {
+      ok: true,
+      statements,
+      fingerprint,
+      apply:
+        changes.length === 0
+          ? NO_CHANGES
+          : (objs) => {
+              for (const ch of changes) ch(objs);
+            },
     },
+    tree,
+    types,
+    changes: changes.length,
+    sessionRead: trace.sessionRead,
   };
+}
+
+const NO_CHANGES = (): void => undefined;
+
+function freezeStatement(st: SqlStatement): void {
+  if (Object.isFrozen(st)) return;
+  Object.freeze(st.relations);
+  Object.freeze(st.columns);
+  Object.freeze(st.functions);
+  if (st.effects) Object.freeze(st.effects);
+  if (st.writes) Object.freeze(st.writes);
+  Object.freeze(st);
 }
 
 /** Every column a statement reads or writes, including `rel.*` for star and whole-row references. */
