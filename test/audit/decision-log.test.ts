@@ -76,6 +76,30 @@ for (const backend of BACKENDS) {
       }
     });
 
+    it('replaces NUL characters (Postgres stores none) instead of stalling the log on them', async () => {
+      const tmp = await tempDir('sg-dlog-');
+      try {
+        const log = await createDecisionLog(t.db, testConfig(tmp.dir), silentLog);
+        const bad = entry({ subject: 'a\0b', session_id: 'nul-test', reasons: ['r\0'], request_summary: { ['k\0']: 'v\0', n: ['\0'] } });
+        const after = entry({ session_id: 'nul-test' });
+        log.append(bad);
+        log.append(after);
+        await log.flush();
+        assert.equal(log.stats().outage, false);
+        const r = await t.db.query<Record<string, unknown>>("SELECT decision_id, subject, reasons, request_summary FROM decision_log WHERE session_id = 'nul-test' ORDER BY time, decision_id");
+        const byId = new Map(r.rows.map((x) => [x.decision_id, x]));
+        assert.equal(byId.size, 2);
+        const stored = byId.get(bad.decision_id)!;
+        assert.equal(stored.subject, 'a\uFFFDb');
+        assert.deepEqual(stored.reasons, ['r\uFFFD']);
+        assert.deepEqual(stored.request_summary, { ['k\uFFFD']: 'v\uFFFD', n: ['\uFFFD'] });
+        assert.ok(byId.has(after.decision_id));
+        await log.close();
+      } finally {
+        await tmp.cleanup();
+      }
+    });
+
     it('is idempotent by (time, decision_id)', async () => {
       const tmp = await tempDir('sg-dlog-');
       try {

@@ -105,6 +105,17 @@ FROM jsonb_to_recordset($1::jsonb) AS x(time timestamptz, decision_id text, even
   cache_hit boolean, approval_id text)
 ON CONFLICT DO NOTHING`;
 
+/** A deep copy with every NUL character (in strings and object keys) replaced by U+FFFD. */
+function withoutNul<T>(v: T): T {
+  const clean = (x: unknown): unknown => {
+    if (typeof x === 'string') return x.replaceAll('\0', '\uFFFD');
+    if (Array.isArray(x)) return x.map(clean);
+    if (x !== null && typeof x === 'object') return Object.fromEntries(Object.entries(x).map(([k, y]) => [k.replaceAll('\0', '\uFFFD'), clean(y)]));
+    return x;
+  };
+  return clean(v) as T;
+}
+
 /** `2024-05-01T13:00:00.000Z`: the shape `new Date().toISOString()` gives, whose first ten characters are its UTC day. */
 const ISO_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$/;
 
@@ -386,7 +397,13 @@ export async function createDecisionLog(
       }
       try {
         // Encoded once: the spool journals this line and the live COPY streams it.
-        const line = copyRow(entry);
+        let line = copyRow(entry);
+        // Postgres stores no NUL character in text or jsonb; one would fail every write of
+        // its segment and stall the log behind it. Rare, so checked on the encoded line.
+        if (line.includes('\0') || line.includes('\\u0000')) {
+          entry = withoutNul(entry);
+          line = copyRow(entry);
+        }
         spool.append(entry, line);
         stats.appended += 1;
         const seg = spool.activeSegment;
