@@ -162,7 +162,8 @@ for (const backend of BACKENDS) {
         await mkdir(path.join(tmp.dir, 'spool'));
         await writeFile(
           path.join(tmp.dir, 'spool', 'seg-0000000000000007.rows'),
-          copyLine(good, 'test', JSON.stringify(good.request_summary)) + copyLine(entry(), 'test', '{}').slice(0, 40),
+          // As a killed writer leaves it: a whole line, a torn one, then the zeros the file was extended with.
+          copyLine(good, 'test', JSON.stringify(good.request_summary)) + copyLine(entry(), 'test', '{}').slice(0, 40) + '\0'.repeat(4096),
         );
         const log = await createDecisionLog(t.db, testConfig(tmp.dir), silentLog);
         await log.flush();
