@@ -33,8 +33,19 @@ touched(st) := {r | some r in st.relations} | {r | some r in writes(st)}
 # select) needs every write command: fail closed rather than guess.
 write_actions(st) := {command(st)} if command(st) in cfg.write_commands
 
+# COPY … FROM only adds rows: besides `copy` (required on every relation above) its table
+# needs `insert`, as an INSERT of the same rows would.
+write_actions(st) := {"insert"} if copy_into(st)
+
 write_actions(st) := {c | some c in cfg.write_commands; c in {"insert", "update", "delete"}} if {
 	not command(st) in cfg.write_commands
+	not copy_into(st)
+}
+
+copy_into(st) if {
+	command(st) == "copy"
+	some e in object.get(st, "effects", [])
+	lower(e) == "copy_from"
 }
 
 session_command(st) if command(st) in cfg.session_commands

@@ -36,6 +36,13 @@ test_writes_need_write_command if {
 	decide(["sql:orders-db:select:public.orders"], [s]).effect == "deny"
 }
 
+test_copy_from_needs_copy_and_insert_only if {
+	s := object.union(stmt("copy", ["public.orders"]), {"writes": ["public.orders"], "effects": ["copy_from"]})
+	decide(["sql:orders-db:copy:public.orders", "sql:orders-db:insert:public.orders"], [s]).effect == "allow"
+	decide(["sql:orders-db:copy:public.orders"], [s]).reasons == ["no_scope sql:orders-db:insert:public.orders"]
+	decide(["sql:orders-db:insert:public.orders"], [s]).reasons == ["no_scope sql:orders-db:copy:public.orders"]
+}
+
 test_cte_write_needs_all_write_commands if {
 	s := object.union(stmt("select", ["public.orders"]), {"writes": ["public.orders"], "effects": ["data_modifying_cte"]})
 	d := decide(["sql:orders-db:select:public.orders", "sql:orders-db:delete:public.orders"], [s])

@@ -16,14 +16,14 @@ import { encodeStartup } from '../../shims/pg-proxy/src/wire-codec.js';
 import { adminClient, queryError, startHarness, type Harness } from './harness.js';
 
 let h: Harness;
-/** May copy into (and so insert into, update and delete from) public.orders only. */
+/** May copy into public.orders: `copy` and `insert` on it, nothing else written. */
 let copyToken: string;
 /** May read public.orders, and copy from it, but not write it. */
 let readToken: string;
 
 before(async () => {
   h = await startHarness();
-  copyToken = await h.token(['sql:orders-db:select:public.*', 'sql:orders-db:copy:public.orders', 'sql:orders-db:insert:public.orders', 'sql:orders-db:update:public.orders', 'sql:orders-db:delete:public.orders']);
+  copyToken = await h.token(['sql:orders-db:select:public.*', 'sql:orders-db:copy:public.orders', 'sql:orders-db:insert:public.orders']);
   readToken = await h.token(['sql:orders-db:select:public.*', 'sql:orders-db:copy:public.orders']);
 });
 after(() => h?.close());
