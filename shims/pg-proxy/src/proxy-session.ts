@@ -133,6 +133,28 @@ interface StatementInfo {
   textHash: TextHash;
   /** Sequence number of the batch (Sync/Query) in which it was decided. */
   batch: number;
+  /** This Parse's result columns once a Describe of the statement came back (shared by copies). */
+  shape: StatementShape;
+}
+
+/**
+ * The columns a Describe Statement reported for one Parse. A holder of its own, made per
+ * Parse, so a late answer can only ever describe the statement it was asked about, even if
+ * the client has parsed another statement under the same name since.
+ */
+interface StatementShape {
+  fields?: FieldDescription[];
+}
+
+/**
+ * A statement's described columns as a portal bound with `resultFormats` returns them
+ * (Describe Statement reports every format as 0: formats are chosen at Bind). The server's
+ * rule: no codes = all text, one code = all columns, else one per column (another count is
+ * an error at Bind, and then no rows come).
+ */
+function withResultFormats(fields: FieldDescription[], formats: number[]): FieldDescription[] | undefined {
+  if (formats.length > 1 && formats.length !== fields.length) return undefined;
+  return fields.map((f, i) => ({ ...f, format: formats.length === 0 ? 0 : (formats.length === 1 ? formats[0] : formats[i]) ?? 0 }));
 }
 
 type Verdict = { ok: true; plan: MaskPlan } | { ok: false; decisionId: string; message: string };
@@ -163,7 +185,7 @@ interface PortalState {
 }
 
 /** An extended-protocol message whose response carries row shapes or rows, in send order. */
-type PortalOp = { kind: 'describePortal' | 'execute'; portal: PortalState } | { kind: 'describeStatement' };
+type PortalOp = { kind: 'describePortal' | 'execute'; portal: PortalState } | { kind: 'describeStatement'; shape: StatementShape | undefined };
 
 interface Batch {
   plan: MaskPlan;
@@ -431,7 +453,7 @@ export class ProxySession {
       }
       case FRONTEND.describe: {
         const t = decodeTarget(f.body);
-        this.#addOp(t.kind === 'S' ? { kind: 'describeStatement' } : { kind: 'describePortal', portal: this.#portal(t.name) });
+        this.#addOp(t.kind === 'S' ? { kind: 'describeStatement', shape: this.#statements.get(t.name)?.shape } : { kind: 'describePortal', portal: this.#portal(t.name) });
         return this.#send(f.raw);
       }
       case FRONTEND.execute:
@@ -556,7 +578,8 @@ export class ProxySession {
       return { ok: false, decisionId, message: summary.reason };
     }
     const textHash = new TextHash(sql);
-    const info = (plan: MaskPlan): StatementInfo => ({ statements: summary.statements, plan, fingerprint: summary.fingerprint, textHash, batch: this.#batchSeq });
+    const shape: StatementShape = {};
+    const info = (plan: MaskPlan): StatementInfo => ({ statements: summary.statements, plan, fingerprint: summary.fingerprint, textHash, batch: this.#batchSeq, shape });
     if (summary.statements.length === 0) return { ok: true, info: info(NO_MASK), apply: summary.apply };
     const done = (v: Verdict): SqlVerdict => (v.ok ? { ok: true, info: info(v.plan), apply: summary.apply } : v);
     const v = this.#decideStatements(summary.statements, summary.fingerprint, textHash);
@@ -744,7 +767,7 @@ export class ProxySession {
   }
 
   /** Forward a Bind; `v` is the fresh decision for a statement prepared in an earlier batch. */
-  #forwardBind(f: Frame, b: { portal: string; statement: string }, decided: StatementInfo, v: Verdict | undefined): Promise<void> | void {
+  #forwardBind(f: Frame, b: { portal: string; statement: string; resultFormats: number[] }, decided: StatementInfo, v: Verdict | undefined): Promise<void> | void {
     let info = decided;
     if (v && !v.ok) {
       this.#portals.delete(b.portal);
@@ -754,7 +777,16 @@ export class ProxySession {
       info = { ...info, plan: v.plan };
       this.#statements.set(b.statement, info);
     }
-    this.#portals.set(b.portal, { known: true, plan: info.plan });
+    const portal: PortalState = { known: true, plan: info.plan };
+    // Clients that describe the statement but not the portal (JDBC-style) still get their
+    // rows masked column by column instead of withheld: the portal's columns are the
+    // statement's, in the formats this Bind asks for. A Describe Portal, if one comes, wins.
+    const described = info.shape.fields;
+    if (described && !isEmptyPlan(info.plan)) {
+      const fields = withResultFormats(described, b.resultFormats);
+      if (fields) portal.fields = fields;
+    }
+    this.#portals.set(b.portal, portal);
     this.#open = joinBatch(this.#open, info);
     return this.#send(f.raw);
   }
@@ -849,6 +881,10 @@ export class ProxySession {
         if (head && head.kind !== 'execute') {
           // The answer to a Describe: a portal's columns are kept with the portal.
           this.#ops.shift();
+          if (head.kind === 'describeStatement') {
+            if (head.shape) head.shape.fields = decodeRowDescription(f.body);
+            return f.raw;
+          }
           if (head.kind === 'describePortal') {
             const fields = decodeRowDescription(f.body);
             head.portal.fields = fields;
@@ -878,7 +914,20 @@ export class ProxySession {
       }
       case BACKEND.dataRow: {
         const portal = this.#executing;
-        if (portal) return maskPortalRow(f, portal);
+        if (portal) {
+          // Columns known from a Describe Statement: their mask actions are worked out at the first row.
+          if (portal.known && portal.fields && !portal.actions && !isEmptyPlan(portal.plan)) {
+            const fields = portal.fields;
+            const cached = cachedFieldActions(fields, portal.plan, this.cfg.catalog);
+            if (cached) portal.actions = cached;
+            else
+              return fieldActions(fields, portal.plan, this.cfg.catalog).then((actions) => {
+                portal.actions = actions;
+                return maskPortalRow(f, portal);
+              });
+          }
+          return maskPortalRow(f, portal);
+        }
         if (!this.#described) {
           // Rows without a RowDescription (the client skipped Describe): origins are unknown,
           // so under any mask plan every value is withheld (NULL is valid for every type).
