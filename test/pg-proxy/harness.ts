@@ -4,6 +4,7 @@
  * real PDP with the real default policy, and the proxy in between.
  */
 import { randomBytes } from 'node:crypto';
+import net from 'node:net';
 import pg from 'pg';
 import { startPdp, type RunningPdp } from '../support/pdp.js';
 import { PdpClient } from '../../shims/pdp-client/src/index.js';
@@ -123,4 +124,20 @@ export async function queryError(c: pg.Client, sql: string, values?: unknown[]):
     return { code: e.code ?? '', message: e.message };
   }
   throw new Error(`expected an error from: ${sql}`);
+}
+
+/** Send a CancelRequest (§55.2.9) on a new connection, as libpq and node-postgres do. */
+export function sendCancel(port: number, pid: number, secret: number): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const s = net.connect(port, '127.0.0.1', () => {
+      const b = Buffer.alloc(16);
+      b.writeInt32BE(16, 0);
+      b.writeInt32BE(80877102, 4);
+      b.writeInt32BE(pid, 8);
+      b.writeInt32BE(secret, 12);
+      s.end(b);
+    });
+    s.on('error', () => resolve());
+    s.on('close', () => resolve());
+  });
 }

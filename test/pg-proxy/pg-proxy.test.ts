@@ -9,7 +9,7 @@ import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
 import { serialize } from 'pg-protocol';
 import { encodeStartup } from '../../shims/pg-proxy/src/wire-codec.js';
-import { queryError, startHarness, type Harness } from './harness.js';
+import { queryError, sendCancel, startHarness, type Harness } from './harness.js';
 
 let h: Harness;
 let reader: pg.Client;
@@ -194,17 +194,7 @@ describe('pg-proxy: clients and protocol', () => {
     await new Promise((r) => setTimeout(r, 300));
     // What node-postgres's cancel does: a new connection sending CancelRequest with the key the proxy handed out.
     const { processID, secretKey } = c as unknown as { processID: number; secretKey: number };
-    await new Promise<void>((resolve) => {
-      const s = net.connect(h.port, '127.0.0.1', () => {
-        const b = Buffer.alloc(16);
-        b.writeInt32BE(16, 0);
-        b.writeInt32BE(80877102, 4);
-        b.writeInt32BE(processID, 8);
-        b.writeInt32BE(secretKey, 12);
-        s.end(b);
-      });
-      s.on('close', () => resolve());
-    });
+    await sendCancel(h.port, processID, secretKey);
     await assert.rejects(long, (e: { code?: string }) => e.code === '57014');
   });
   it('refuses replication and options startup parameters', async () => {

@@ -12,6 +12,7 @@ import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { REPO_ROOT } from '../../pdp-server/src/config.js';
+import { sendCancel } from './harness.js';
 import { newProcessId, workerOfProcessId } from '../../shims/pg-proxy/src/worker-cluster.js';
 import { PG, startHarness, type Harness } from './harness.js';
 
@@ -37,21 +38,6 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-/** Send a CancelRequest (§55.2.9) on a new connection, as libpq and node-postgres do. */
-function sendCancel(port: number, pid: number, secret: number): Promise<void> {
-  return new Promise<void>((resolve) => {
-    const s = net.connect(port, '127.0.0.1', () => {
-      const b = Buffer.alloc(16);
-      b.writeInt32BE(16, 0);
-      b.writeInt32BE(80877102, 4);
-      b.writeInt32BE(pid, 8);
-      b.writeInt32BE(secret, 12);
-      s.end(b);
-    });
-    s.on('error', () => resolve());
-    s.on('close', () => resolve());
-  });
-}
 
 function throwawayConnection(port: number): Promise<void> {
   return new Promise<void>((resolve) => {

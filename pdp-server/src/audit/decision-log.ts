@@ -123,7 +123,7 @@ const ISO_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$/;
 interface LiveCopy {
   readonly seg: Segment;
   readonly copy: CopyStream;
-  /** Rows encoded this event-loop turn, written to the COPY at its end in one message. */
+  /** Rows not yet handed to the COPY; written every `streamWriteMs` in one message. */
   rows: string;
   /**
    * A row could not be streamed (unknown day, malformed entry): the segment is replayed with

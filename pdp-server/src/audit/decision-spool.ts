@@ -48,7 +48,11 @@ export class DecisionSpool {
   private offset = 0;
   private allocated = 0;
   private active: Segment | null = null;
-  /** Called with the error of a failed journal write (disk full, …); entries stay in memory. */
+  /**
+   * Called with the error of a failed journal write (disk full, …). The segment's entries stay
+   * in memory — except in a streamed segment, which keeps none: its rows are then only in its
+   * COPY, and lost if that fails too.
+   */
   onWriteError: (err: Error) => void = () => {};
 
   constructor(dataDir: string) {
@@ -68,7 +72,8 @@ export class DecisionSpool {
 
   /**
    * Journal one entry — `line` is its copyLine encoding — into the active segment (opened
-   * on demand). Never throws: when the write fails the entry lives on in memory only.
+   * on demand). Never throws: when the write fails the segment is marked not intact (see
+   * onWriteError).
    */
   append(entry: DecisionLogEntry, line: string): void {
     let seg = this.active;
