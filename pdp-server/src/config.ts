@@ -41,6 +41,11 @@ export interface Config {
   cache: 'auto' | 'memory' | 'redis' | 'off';
   decisionLog: boolean;
   logRetentionDays: number;
+  /**
+   * The decision spool's memory tier (SCOPEGATE_SPOOL_MEMORY_DIR): `auto` (a private folder
+   * under /dev/shm when it is a tmpfs), `off` (disk only), or an absolute path.
+   */
+  spoolMemoryDir: string;
   logLevel: string;
   tokens: {
     issuer: string;
@@ -188,6 +193,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Confi
     cache: cache as Config['cache'],
     decisionLog: bool('SCOPEGATE_DECISION_LOG', true),
     logRetentionDays: int('SCOPEGATE_LOG_RETENTION_DAYS', 30, 1, 3650),
+    spoolMemoryDir: str('SCOPEGATE_SPOOL_MEMORY_DIR') ?? 'auto',
     logLevel: str('SCOPEGATE_LOG_LEVEL') ?? 'info',
     tokens: {
       issuer: str('SCOPEGATE_ISSUER') ?? 'scopegate',
@@ -209,6 +215,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Confi
   if (!/^[A-Za-z0-9_.-]{1,64}$/.test(config.cluster)) problems.push('SCOPEGATE_CLUSTER must be 1-64 of A-Z a-z 0-9 _ . -');
   if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(config.logLevel)) {
     problems.push('SCOPEGATE_LOG_LEVEL must be one of fatal, error, warn, info, debug, trace, silent');
+  }
+  if (!['auto', 'off'].includes(config.spoolMemoryDir) && !path.isAbsolute(config.spoolMemoryDir)) {
+    problems.push('SCOPEGATE_SPOOL_MEMORY_DIR must be auto, off or an absolute path');
   }
   if (config.cache === 'redis' && !config.redisUrl) problems.push('SCOPEGATE_CACHE=redis needs REDIS_URL');
 

@@ -18,7 +18,7 @@ import type { Config } from '../config.js';
 import type { CopyStream, Db } from '../store/db.js';
 import { DecisionPartitions, utcDay } from '../store/decision-partitions.js';
 import { COPY_SQL, copyLine } from './copy-format.js';
-import { DecisionSpool, type Segment } from './decision-spool.js';
+import { DecisionSpool, resolveMemoryDir, type Segment } from './decision-spool.js';
 
 export interface DecisionLogEntry {
   decision_id: string;
@@ -158,7 +158,10 @@ export async function createDecisionLog(
   await partitions.ensureAhead().catch((err: Error) => log.warn({ err: err.message }, 'decision log partitions not created yet'));
   await partitions.dropExpired(config.logRetentionDays).catch((err: Error) => log.warn({ err: err.message }, 'decision log retention failed'));
 
-  const spool = new DecisionSpool(config.dataDir);
+  const spool = new DecisionSpool(
+    config.dataDir,
+    resolveMemoryDir(config.dataDir, config.spoolMemoryDir, (msg) => log.warn(msg)),
+  );
   let lastWriteErrorLog = 0;
   spool.onWriteError = (err) => {
     // Rate-limited: a full disk would otherwise log once per decision.
@@ -269,11 +272,14 @@ export async function createDecisionLog(
         await drainOnce();
         if (stats.outage) log.info('decision log database reachable again; spool replayed');
         stats.outage = false;
+        spool.durable = false;
         retryDelay = opts.retryMinMs;
       } catch (err) {
         if (!stats.outage) log.error({ err: (err as Error).message }, 'decision log database unreachable; spooling to disk');
         stats.outage = true;
-        // Everything not yet in the database must now survive a machine crash.
+        spool.durable = true;
+        // Everything not yet in the database must now survive a machine crash: segments in
+        // the memory tier move to disk, those on disk are fsync'ed.
         for (const seg of pending) await spool.sync(seg).catch(() => {});
         evictMemory();
         scheduleRetry();

@@ -1,20 +1,31 @@
 /**
- * The spool: an append-only journal of decision-log entries in `<dataDir>/spool/`, split into
- * numbered segment files (`seg-<n>.rows`, one row per line in COPY text format — the bytes
- * that are also streamed into Postgres; see copy-format.ts).
+ * The spool: an append-only journal of decision-log entries, split into numbered segment
+ * files (`seg-<n>.rows`, one row per line in COPY text format — the bytes that are also
+ * streamed into Postgres; see copy-format.ts).
  *
  * `append` writes the entry's line with one write(2) before it returns, and the PDP answers
  * a decision only after that, so an answered decision survives the process being killed
- * (the bytes are in the OS page cache). The write is synchronous on purpose: a write of a
- * few hundred bytes into the page cache costs ~3 µs (bench/decision-log), while handing it
- * to libuv's thread pool and waiting for the callback — or gathering a turn's entries into
- * one write — held every answer back behind the slowest entry of its group and tripled the
- * p99 at half load. A segment is deleted once its entries are committed to the database.
- * While the database is unreachable segments are fsync'ed as they are closed (one fsync per
- * group of entries), so they survive a machine crash too.
+ * (the bytes are in the OS page cache). The write is synchronous on purpose: handing it to
+ * libuv's thread pool and waiting for the callback — or gathering a turn's entries into one
+ * write — held every answer back behind the slowest entry of its group and tripled the p99
+ * at half load (bench/decision-log).
+ *
+ * Two tiers. While the database takes the rows, segments live in a memory-backed folder
+ * (tmpfs: `/dev/shm` on Linux, see `resolveMemoryDir`) and are deleted once committed, a
+ * quarter of a second later. A journal write there is a copy into shared memory; on ext4
+ * the same write may wait on the filesystem journal (timestamp updates, block allocation)
+ * while Postgres syncs its WAL on the same disk, and those stalls were most of what logging
+ * added to the decide p99. Nothing is given up by it: a segment on disk was never fsync'ed
+ * while the database was healthy either (it is deleted long before writeback), so a
+ * machine crash lost the same last fraction of a second both ways, and a killed process
+ * loses nothing in either (tmpfs pages outlive the process; `recover` reads both tiers).
+ * Once the database is unreachable (`durable`), new segments are written to disk
+ * (`<dataDir>/spool/`) and fsync'ed as they are closed, and the segments still in memory
+ * are moved there (`persist`: copy, fsync, rename), so a backlog survives a reboot.
  */
-import { closeSync, fsync, ftruncateSync, mkdirSync, openSync, readdirSync, writeSync } from 'node:fs';
-import { readFile, unlink } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { closeSync, fsync, ftruncateSync, lstatSync, mkdirSync, openSync, readdirSync, realpathSync, rmdirSync, statfsSync, unlinkSync, writeSync } from 'node:fs';
+import { copyFile, open, readFile, rename, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { parseCopyLine } from './copy-format.js';
 import type { DecisionLogEntry } from './decision-log.js';
@@ -25,7 +36,10 @@ const PREALLOCATE_BYTES = 1024 * 1024;
 const SEGMENT_RE = /^seg-(\d{16})\.rows$/;
 
 export interface Segment {
-  readonly file: string;
+  /** Its path; changes when `persist` moves it from the memory tier to disk. */
+  file: string;
+  /** In the memory tier (lost on reboot until persisted). */
+  hot: boolean;
   /** Entries kept in memory so the normal path never re-reads the file; null once evicted. */
   entries: DecisionLogEntry[] | null;
   count: number;
@@ -38,16 +52,71 @@ export interface Segment {
    * idempotent INSERT … ON CONFLICT DO NOTHING; a fresh one may take the COPY fast path.
    */
   attempted: boolean;
+  /** A move to disk in progress (see DecisionSpool.persist). */
+  persisting?: Promise<void> | undefined;
+}
+
+/** statfs f_type of tmpfs (linux/magic.h TMPFS_MAGIC). */
+const TMPFS_MAGIC = 0x01021994;
+
+/**
+ * The memory tier's folder for a data folder, or null for none. `setting` is
+ * SCOPEGATE_SPOOL_MEMORY_DIR: `off`, a path, or `auto` — a folder of its own under /dev/shm
+ * when that is a tmpfs (Linux), named after the user and the data folder so two PDPs with
+ * different data folders never share one, and the restarted PDP finds its predecessor's.
+ * The folder must be a real directory owned by this user and closed to everyone else (0700);
+ * otherwise (a symlink planted in /dev/shm, another owner) the memory tier is refused and
+ * `warn` says why: the spool then uses the disk only.
+ */
+export function resolveMemoryDir(dataDir: string, setting: string, warn: (msg: string) => void): string | null {
+  if (setting === 'off') return null;
+  let dir = setting;
+  if (setting === 'auto') {
+    try {
+      if (process.platform !== 'linux' || statfsSync('/dev/shm').type !== TMPFS_MAGIC) return null;
+      mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+      const id = createHash('sha256').update(realpathSync(dataDir)).digest('hex').slice(0, 16);
+      dir = path.join('/dev/shm', `scopegate-${process.getuid?.() ?? 0}-${id}`);
+    } catch {
+      return null;
+    }
+  }
+  try {
+    try {
+      mkdirSync(dir, { mode: 0o700 });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+    const st = lstatSync(dir);
+    const uid = process.getuid?.();
+    if (!st.isDirectory()) throw new Error('not a directory (or a symbolic link)');
+    if (uid !== undefined && st.uid !== uid) throw new Error(`owned by uid ${st.uid}, not ${uid}`);
+    if ((st.mode & 0o077) !== 0) throw new Error(`mode ${(st.mode & 0o777).toString(8)} is open to other users (must be 700)`);
+    return dir;
+  } catch (err) {
+    warn(`decision spool memory folder ${dir} refused: ${(err as Error).message}; spooling to disk only`);
+    return null;
+  }
 }
 
 export class DecisionSpool {
+  /** The disk tier: `<dataDir>/spool`. */
   readonly dir: string;
+  /** The memory tier, or null when there is none (see resolveMemoryDir). */
+  readonly memoryDir: string | null;
+  /**
+   * New segments go to disk (not the memory tier) while this is set: the decision log sets it
+   * while the database is unreachable or a backlog is being replayed.
+   */
+  durable = false;
   private seq = 0;
   private fd: number | null = null;
   /** Where the next line goes in the active segment, and how far the file is already extended. */
   private offset = 0;
   private allocated = 0;
   private active: Segment | null = null;
+  /** A write to the memory tier failed (full, removed): later segments go to disk. */
+  private memoryFailed = false;
   /**
    * Called with the error of a failed journal write (disk full, …). The segment's entries stay
    * in memory — except in a streamed segment, which keeps none: its rows are then only in its
@@ -55,19 +124,38 @@ export class DecisionSpool {
    */
   onWriteError: (err: Error) => void = () => {};
 
-  constructor(dataDir: string) {
+  constructor(dataDir: string, memoryDir: string | null = null) {
     this.dir = path.join(dataDir, 'spool');
     mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+    this.memoryDir = memoryDir;
   }
 
-  /** Segments left by a previous process (crash or outage), oldest first. */
+  /**
+   * Segments left by a previous process (crash or outage), oldest first, from both tiers. A
+   * segment found in both was killed mid-`persist` after its rename: the disk copy is whole
+   * and the memory one is dropped. A `.tmp` copy never renamed is deleted (the memory copy
+   * is still there).
+   */
   recover(): Segment[] {
-    const names = readdirSync(this.dir)
-      .map((n) => ({ n, m: SEGMENT_RE.exec(n) }))
-      .filter((x): x is { n: string; m: RegExpExecArray } => x.m !== null)
-      .sort((a, b) => (a.n < b.n ? -1 : 1));
-    for (const { m } of names) this.seq = Math.max(this.seq, Number(m[1]));
-    return names.map(({ n }) => ({ file: path.join(this.dir, n), entries: null, count: -1, fileIntact: true, synced: true, attempted: true }));
+    const found = new Map<string, Segment>();
+    for (const [dir, hot] of [[this.dir, false], [this.memoryDir, true]] as const) {
+      if (dir === null) continue;
+      for (const n of readdirSync(dir)) {
+        const m = SEGMENT_RE.exec(n);
+        if (m === null) {
+          if (!hot && n.endsWith('.rows.tmp')) unlinkSync(path.join(dir, n));
+          continue;
+        }
+        this.seq = Math.max(this.seq, Number(m[1]));
+        const file = path.join(dir, n);
+        if (found.has(n)) {
+          unlinkSync(file);
+          continue;
+        }
+        found.set(n, { file, hot, entries: null, count: -1, fileIntact: true, synced: !hot, attempted: true });
+      }
+    }
+    return [...found.entries()].sort((a, b) => (a[0] < b[0] ? -1 : 1)).map(([, seg]) => seg);
   }
 
   /**
@@ -79,7 +167,9 @@ export class DecisionSpool {
     let seg = this.active;
     if (seg === null) {
       this.seq += 1;
-      seg = { file: path.join(this.dir, `seg-${String(this.seq).padStart(16, '0')}.rows`), entries: [], count: 0, fileIntact: true, synced: false, attempted: false };
+      const hot = this.memoryDir !== null && !this.durable && !this.memoryFailed;
+      const file = path.join(hot ? this.memoryDir! : this.dir, `seg-${String(this.seq).padStart(16, '0')}.rows`);
+      seg = { file, hot, entries: [], count: 0, fileIntact: true, synced: false, attempted: false };
       this.active = seg;
       try {
         this.fd = openSync(seg.file, 'wx', 0o600);
@@ -88,6 +178,7 @@ export class DecisionSpool {
       } catch (err) {
         this.fd = null;
         seg.fileIntact = false;
+        if (hot) this.memoryFailed = true;
         this.onWriteError(err as Error);
       }
     }
@@ -109,6 +200,7 @@ export class DecisionSpool {
       if (n !== bytes) throw new Error(`short write to the spool (${n} of ${bytes} bytes)`);
     } catch (err) {
       seg.fileIntact = false;
+      if (seg.hot) this.memoryFailed = true;
       this.onWriteError(err as Error);
     }
   }
@@ -141,7 +233,7 @@ export class DecisionSpool {
         seg.fileIntact = false;
         this.onWriteError(err as Error);
       }
-      if (sync && seg.fileIntact) {
+      if (sync && seg.fileIntact && !seg.hot) {
         await new Promise<void>((resolve) => fsync(fd, (err) => {
           if (err) {
             seg.fileIntact = false;
@@ -156,14 +248,24 @@ export class DecisionSpool {
       } catch {
         // Closing can only fail on a bad fd; the data was already written or flagged.
       }
+      if (sync && seg.hot) await this.sync(seg);
     }
     return seg;
   }
 
-  /** fsync an already closed segment file. */
+  /**
+   * Make a closed segment survive a machine crash: fsync it, or move it from the memory tier
+   * to disk (copy to `.tmp`, fsync, rename, fsync the folder, then drop the memory copy).
+   * A failed move leaves the segment where it was, still readable, and rejects.
+   */
   async sync(seg: Segment): Promise<void> {
     if (seg.synced || !seg.fileIntact) return;
-    const { open } = await import('node:fs/promises');
+    if (seg.hot) {
+      seg.persisting ??= this.persist(seg).finally(() => {
+        seg.persisting = undefined;
+      });
+      return seg.persisting;
+    }
     const fh = await open(seg.file, 'r');
     try {
       await fh.sync();
@@ -171,6 +273,31 @@ export class DecisionSpool {
     } finally {
       await fh.close();
     }
+  }
+
+  private async persist(seg: Segment): Promise<void> {
+    const from = seg.file;
+    const to = path.join(this.dir, path.basename(from));
+    const tmp = `${to}.tmp`;
+    await copyFile(from, tmp);
+    const fh = await open(tmp, 'r+');
+    try {
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await rename(tmp, to);
+    const dirHandle = await open(this.dir, 'r');
+    try {
+      await dirHandle.sync();
+    } finally {
+      await dirHandle.close();
+    }
+    // Readers use seg.file: point them at the disk copy before the memory one goes.
+    seg.file = to;
+    seg.hot = false;
+    seg.synced = true;
+    await unlink(from).catch(() => {});
   }
 
   /**
@@ -192,6 +319,8 @@ export class DecisionSpool {
   }
 
   async remove(seg: Segment): Promise<void> {
+    // A move to disk in progress would otherwise bring a committed segment back.
+    if (seg.persisting) await seg.persisting.catch(() => {});
     await unlink(seg.file).catch((err: NodeJS.ErrnoException) => {
       if (err.code !== 'ENOENT') throw err;
     });
@@ -206,6 +335,14 @@ export class DecisionSpool {
         // see rotate()
       }
       this.fd = null;
+    }
+    if (this.memoryDir !== null) {
+      try {
+        // Only when empty: anything left in it is replayed by the next start.
+        rmdirSync(this.memoryDir);
+      } catch {
+        // not empty, or already gone
+      }
     }
   }
 }
