@@ -33,7 +33,13 @@ export class CachedUseReporter {
   readonly #intervalMs: number;
   readonly #maxPending: number;
   readonly #maxDelayMs: number;
-  #pending = new Map<string, PendingUse>();
+  /**
+   * Unreported uses by decision id, then session id: two lookups with strings the caller
+   * already holds, instead of building a combined key string for every use.
+   */
+  #pending = new Map<string, Map<string, PendingUse>>();
+  /** Number of (decision, session) entries in `#pending`. */
+  #pendingCount = 0;
   /** When the oldest unreported use happened (0 = none pending). */
   #oldest = 0;
   #timer: NodeJS.Timeout | undefined;
@@ -49,9 +55,14 @@ export class CachedUseReporter {
 
   /** False while unreported uses pile up: the caller must not answer from its cache then. */
   get healthy(): boolean {
+    return this.healthyAt(Date.now());
+  }
+
+  /** `healthy` at time `now` (ms since the epoch), for a caller that already read the clock. */
+  healthyAt(now: number): boolean {
     if (this.#closed) return false;
-    if (this.#pending.size >= this.#maxPending) return false;
-    return this.#oldest === 0 || Date.now() - this.#oldest <= this.#maxDelayMs;
+    if (this.#pendingCount >= this.#maxPending) return false;
+    return this.#oldest === 0 || now - this.#oldest <= this.#maxDelayMs;
   }
 
   /** Count one call answered from the cache with `decision`. */
@@ -59,13 +70,15 @@ export class CachedUseReporter {
     const now = Date.now();
     const session = req.context?.session_id ?? '';
     // The decision id already stands for the token and the request it was cached under.
-    const key = `${decision.decision_id}\u0000${session}`;
-    const seen = this.#pending.get(key);
+    let bySession = this.#pending.get(decision.decision_id);
+    const seen = bySession?.get(session);
     if (seen) {
       seen.use.count += 1;
       seen.use.last_ms = now;
     } else {
-      this.#pending.set(key, {
+      if (bySession === undefined) this.#pending.set(decision.decision_id, (bySession = new Map()));
+      this.#pendingCount++;
+      bySession.set(session, {
         token: req.token,
         use: {
           decision_id: decision.decision_id,
@@ -86,9 +99,10 @@ export class CachedUseReporter {
   /** Send everything recorded so far (one report at a time); what fails stays pending. */
   async flush(): Promise<void> {
     while (this.#sending) await this.#sending;
-    if (this.#pending.size === 0) return;
+    if (this.#pendingCount === 0) return;
     const batch = this.#pending;
     this.#pending = new Map();
+    this.#pendingCount = 0;
     const oldest = this.#oldest;
     this.#oldest = 0;
     this.#sending = (async () => {
@@ -105,13 +119,15 @@ export class CachedUseReporter {
         chunk = [];
         tokens.clear();
       };
-      for (const p of batch.values()) {
-        if (!tokens.has(p.token)) {
-          if (tokens.size >= MAX_TOKENS) await sendChunk();
-          tokens.set(p.token, tokens.size);
+      for (const bySession of batch.values()) {
+        for (const p of bySession.values()) {
+          if (!tokens.has(p.token)) {
+            if (tokens.size >= MAX_TOKENS) await sendChunk();
+            tokens.set(p.token, tokens.size);
+          }
+          chunk.push(p);
+          if (chunk.length >= MAX_USES) await sendChunk();
         }
-        chunk.push(p);
-        if (chunk.length >= MAX_USES) await sendChunk();
       }
       await sendChunk();
       if (failed.length > 0) this.#requeue(failed, oldest);
@@ -126,12 +142,17 @@ export class CachedUseReporter {
   /** Put undelivered uses back (merged with any recorded meanwhile) and retry later. */
   #requeue(failed: PendingUse[], oldest: number): void {
     for (const p of failed) {
-      const key = `${p.use.decision_id}\u0000${p.use.context?.session_id ?? ''}`;
-      const now = this.#pending.get(key);
+      const session = p.use.context?.session_id ?? '';
+      let bySession = this.#pending.get(p.use.decision_id);
+      const now = bySession?.get(session);
       if (now) {
         now.use.count += p.use.count;
         now.use.first_ms = Math.min(now.use.first_ms, p.use.first_ms);
-      } else this.#pending.set(key, p);
+      } else {
+        if (bySession === undefined) this.#pending.set(p.use.decision_id, (bySession = new Map()));
+        bySession.set(session, p);
+        this.#pendingCount++;
+      }
     }
     this.#oldest = this.#oldest === 0 ? oldest : Math.min(this.#oldest, oldest);
     this.#schedule();

@@ -148,7 +148,10 @@ export class PdpClient {
 
   /** Whether a lease from `cachedAllowLease` still holds: the cached entry would still be served. */
   leaseValid(lease: AllowLease): boolean {
-    return this.cacheLive && lease.epoch === this.#epoch && Date.now() < lease.expiresAt;
+    // `cacheLive`, reading the clock once.
+    if (lease.epoch !== this.#epoch || this.#cache === undefined || !this.#feedLive) return false;
+    const now = Date.now();
+    return now < lease.expiresAt && this.#reporter.healthyAt(now);
   }
 
   #dropCache(): void {

@@ -30,11 +30,17 @@ export function createColumnCatalog(conn: CatalogConnection, opts: { ttlMs?: num
   pool.on('error', () => undefined);
   // Table OIDs are stable for a table's life; the TTL covers drop-and-recreate with OID reuse.
   const ttl = opts.ttlMs ?? 60_000;
-  const names = new LRUCache<string, { name: string | null }>({ max: 10_000, ttl });
-  const copies = new LRUCache<string, { cols: string[] | null }>({ max: 1_000, ttl });
+  // Ages are read against a clock cached for `ttlResolution` ms: at lru-cache's default (1 ms)
+  // that costs a timer every millisecond under load, as names are looked up for every result.
+  // An entry may then live up to that much past its ttl.
+  const ttlResolution = Math.min(1000, Math.max(1, Math.floor(ttl / 60)));
+  // Keyed by OID·2¹⁶ + attribute number (a safe integer: OIDs are 32-bit, attnums 16-bit), not a string built per lookup.
+  const names = new LRUCache<number, { name: string | null }>({ max: 10_000, ttl, ttlResolution });
+  const nameKey = (tableOid: number, column: number): number => tableOid * 65536 + (column & 0xffff);
+  const copies = new LRUCache<string, { cols: string[] | null }>({ max: 1_000, ttl, ttlResolution });
   return {
     async columnName(tableOid, column) {
-      const key = `${tableOid}:${column}`;
+      const key = nameKey(tableOid, column);
       const hit = names.get(key);
       if (hit) return hit.name ?? undefined;
       const r = await pool.query<{ name: string }>(
@@ -48,7 +54,7 @@ export function createColumnCatalog(conn: CatalogConnection, opts: { ttlMs?: num
       return name ?? undefined;
     },
     cachedColumnName(tableOid, column) {
-      return names.get(`${tableOid}:${column}`)?.name;
+      return names.get(nameKey(tableOid, column))?.name;
     },
     async copyColumns(relation) {
       const hit = copies.get(relation);

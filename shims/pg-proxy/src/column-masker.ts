@@ -121,7 +121,6 @@ function matchColumn(plan: MaskPlan, name: string): MaskMethod | undefined {
  */
 export function cachedFieldActions(fields: readonly FieldDescription[], plan: MaskPlan, catalog: ColumnCatalog): FieldAction[] | undefined {
   if (!catalog.cachedColumnName) return undefined;
-  const strictest: MaskMethod = [...plan.columns.values()].includes('null') ? 'null' : 'redact';
   const out: FieldAction[] = [];
   for (const f of fields) {
     let action: FieldAction;
@@ -129,11 +128,17 @@ export function cachedFieldActions(fields: readonly FieldDescription[], plan: Ma
       const name = catalog.cachedColumnName(f.tableOid, f.column);
       if (name === undefined) return undefined;
       if (name !== null) action = matchColumn(plan, name);
-    } else if (plan.tainted) action = strictest;
+    } else if (plan.tainted) action = strictestMethod(plan);
     if (action === undefined && plan.text) action = 'detect';
     out.push(action);
   }
   return out;
+}
+
+/** The strictest column method of a plan: what a column of unprovable origin gets. */
+function strictestMethod(plan: MaskPlan): MaskMethod {
+  for (const m of plan.columns.values()) if (m === 'null') return 'null';
+  return 'redact';
 }
 
 export async function fieldActions(fields: readonly FieldDescription[], plan: MaskPlan, catalog: ColumnCatalog): Promise<FieldAction[]> {

@@ -36,6 +36,12 @@ export interface PgProxyOptions {
   /** Structured events (never tokens or row data). Default: silent. */
   log?: (event: Record<string, unknown>) => void;
   /**
+   * Pass an event per statement decided (`decision`) to `log`. Default true; turn it off when
+   * they are dropped anyway (the PDP logs every decision, cached reuses included), since
+   * building them costs CPU on every statement.
+   */
+  logDecisions?: boolean;
+  /**
    * Statement summaries kept for reuse by texts that differ only in constants (see
    * summary-cache.ts). Default 5000 entries; 0 turns the cache off.
    */
@@ -83,6 +89,7 @@ export function createPgProxy(options: PgProxyOptions): PgProxy {
       workerIndex: options.workerIndex ?? 0,
       forwardCancel: options.forwardCancel,
       log,
+      logDecisions: options.logDecisions ?? true,
     });
     sessions.add(session);
     socket.once('close', () => sessions.delete(session));

@@ -42,11 +42,8 @@ export function literalKey(sql: string): LiteralKey | undefined {
   /** Start of the verbatim run not yet copied into `key`. */
   let copied = 0;
   let i = 0;
-  const replace = (start: number, end: number, kind: LiteralToken['kind']): void => {
-    key += sql.slice(copied, start) + MARK + kind;
-    copied = end;
-    literals.push({ start, kind });
-  };
+  // No helper closure for the replacement: this runs for every statement, and a closure
+  // made per call costs an allocation (and, under tsx's keepNames, an Object.defineProperty).
   while (i < n) {
     const c = sql.charCodeAt(i);
     if (c > 126 || (c < 32 && !isSpace(c))) return undefined;
@@ -55,10 +52,14 @@ export function literalKey(sql: string): LiteralKey | undefined {
     if (c === 47 && sql.charCodeAt(i + 1) === 42) return undefined; // /* comment
     if (isIdentStart(c)) {
       let j = i + 1;
-      while (j < n && isIdentChar(sql.charCodeAt(j))) j++;
-      const next = sql.charCodeAt(j);
-      // `$` inside an identifier, or a quote glued to it (E'…', B'…', N'…', X'…').
-      if (sql.slice(i, j).includes('$') || next === 39) return undefined;
+      let d = sql.charCodeAt(j);
+      while (j < n && isIdentChar(d)) {
+        // `$` inside an identifier.
+        if (d === 36) return undefined;
+        d = sql.charCodeAt(++j);
+      }
+      // A quote glued to it (E'…', B'…', N'…', X'…').
+      if (d === 39) return undefined;
       i = j;
       continue;
     }
@@ -87,7 +88,9 @@ export function literalKey(sql: string): LiteralKey | undefined {
         }
         j++;
       }
-      replace(i, j + 1, 's');
+      key += sql.slice(copied, i) + MARK + 's';
+      copied = j + 1;
+      literals.push({ start: i, kind: 's' });
       i = j + 1;
       continue;
     }
@@ -136,8 +139,11 @@ export function literalKey(sql: string): LiteralKey | undefined {
       const after = sql.charCodeAt(j);
       if (j < n && (isIdentChar(after) || after === 46 || after === 39 || after === 34)) return undefined;
       // scan.l makes an integer that does not fit int4 an FCONST: the class is part of the key.
-      const kind = integer && Number(sql.slice(i, j)) <= INT4_MAX ? 'i' : 'f';
-      replace(i, j, kind);
+      // (Nine digits or fewer always fit; only longer ones are converted to check.)
+      const kind = integer && (j - i <= 9 || Number(sql.slice(i, j)) <= INT4_MAX) ? 'i' : 'f';
+      key += sql.slice(copied, i) + MARK + kind;
+      copied = j;
+      literals.push({ start: i, kind });
       i = j;
       continue;
     }

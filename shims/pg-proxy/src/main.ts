@@ -53,6 +53,8 @@ async function startWorker(cfg: Readonly<PgProxyConfig>): Promise<void> {
     // Per-statement events go to debug: the PDP already logs every decision durably, and a
     // log line per statement is a measurable share of the proxy's CPU (bench/pg-proxy).
     log: (event) => (PER_STATEMENT_EVENTS.has(String(event.event)) ? log.debug(event) : log.info(event)),
+    // Decision events go to debug only: not even built unless debug is on.
+    logDecisions: log.isLevelEnabled('debug'),
   });
   if (clustered) {
     process.on('message', (m: unknown) => {

@@ -34,7 +34,7 @@ import {
   type MaskPlan,
 } from './column-masker.js';
 import { AUTH, BACKEND, ERROR_FIELDS, FRONTEND, SQLSTATE, STARTUP_CODES, TX_STATUS } from './message-codes.js';
-import { newSessionObjects, type SessionObjects } from './sql-summary.js';
+import { newSessionObjects, type SessionObjects, type SummaryResult } from './sql-summary.js';
 import type { SummaryCache } from './summary-cache.js';
 import { connectUpstream, UpstreamError, type UpstreamConnection } from './upstream-connection.js';
 import {
@@ -112,6 +112,8 @@ export interface SessionConfig {
   /** Pass a CancelRequest for a key of another worker on to that worker (multi-process only). */
   forwardCancel: ((pid: number, secret: number) => void) | undefined;
   log: (event: Record<string, unknown>) => void;
+  /** Pass the per-statement `decision` events to `log` (false when nobody reads them: they cost CPU per statement). */
+  logDecisions: boolean;
 }
 
 /** Startup parameters passed upstream; everything else is dropped (`options` could set any GUC). */
@@ -129,8 +131,8 @@ interface StatementInfo {
   plan: MaskPlan;
   /** The summary's fingerprint, to decide again at each later Bind. */
   fingerprint: string;
-  /** SHA-256 of the exact SQL text: approvals are bound to it. */
-  textHash: TextHash;
+  /** The exact SQL text: a request that reaches the PDP carries its SHA-256 (approvals are bound to it). */
+  text: string;
   /** Sequence number of the batch (Sync/Query) in which it was decided. */
   batch: number;
   /** This Parse's result columns once a Describe of the statement came back (shared by copies). */
@@ -158,17 +160,29 @@ function withResultFormats(fields: FieldDescription[], formats: number[]): Field
 }
 
 type Verdict = { ok: true; plan: MaskPlan } | { ok: false; decisionId: string; message: string };
-type SqlVerdict = { ok: true; info: StatementInfo; apply: (o: SessionObjects) => void } | { ok: false; decisionId: string; message: string };
+type SummaryOk = Extract<SummaryResult, { ok: true }>;
+/** The verdict for a text with no statements (nothing to decide). */
+const ALLOW_NO_MASK: Verdict = Object.freeze({ ok: true, plan: NO_MASK });
 
-/** SHA-256 of a statement's exact text, computed on first use (only requests that reach the PDP carry it). */
-class TextHash {
-  #hex: string | undefined;
-  constructor(private readonly text: string) {}
-  get value(): string {
-    this.#hex ??= createHash('sha256').update(this.text).digest('hex');
-    return this.#hex;
-  }
+/**
+ * An allow the decider leased for one statement list, and the request it was granted for.
+ * Each reuse is reported with that request instead of a new one per statement: reuses are
+ * counted per decision and session, and one request (the reporter keeps the first it sees)
+ * stands for all of them anyway.
+ */
+interface HeldLease {
+  lease: AllowLease;
+  fingerprint: string;
+  verdict: Verdict;
+  req: DecideRequest;
 }
+
+/** Whether any result column has a mask action. */
+function anyAction(actions: readonly FieldAction[]): boolean {
+  for (let i = 0; i < actions.length; i++) if (actions[i] !== undefined) return true;
+  return false;
+}
+const NO_ACTIONS: FieldAction[] = Object.freeze([]) as unknown as FieldAction[];
 
 /**
  * A bound portal as the proxy knows it: its own statement's mask plan and, once a
@@ -196,7 +210,9 @@ interface Batch {
 const EMPTY_BATCH: Batch = Object.freeze({ plan: NO_MASK, statements: [], ops: Object.freeze([]) as unknown as PortalOp[] }) as unknown as Batch;
 
 function joinBatch(a: Batch, b: { plan: MaskPlan; statements: SqlStatement[] }): Batch {
-  return { plan: mergePlans(a.plan, b.plan), statements: [...a.statements, ...b.statements], ops: a === EMPTY_BATCH ? [] : a.ops };
+  // Batch statement lists are only read, so the first statement list can stand as it is.
+  if (a === EMPTY_BATCH) return { plan: b.plan, statements: b.statements, ops: [] };
+  return { plan: mergePlans(a.plan, b.plan), statements: [...a.statements, ...b.statements], ops: a.ops };
 }
 
 interface DenyMarker {
@@ -247,7 +263,10 @@ export class ProxySession {
    * fixed, so a (frozen) statement list and its fingerprint are the rest of the PDP client's
    * cache key. Reused only while the decider says the lease holds (ttl, no revocation since).
    */
-  readonly #leases = new Map<readonly SqlStatement[], { lease: AllowLease; fingerprint: string; verdict: Verdict }>();
+  readonly #leases = new Map<readonly SqlStatement[], HeldLease>();
+  /** The parts of every decision request that are fixed for the session. */
+  readonly #resource: DecideRequest['resource'];
+  readonly #context: NonNullable<DecideRequest['context']>;
   readonly #statements = new Map<string, StatementInfo>();
   readonly #portals = new Map<string, PortalState>();
   /** Mask plan and statements of messages forwarded since the last Sync (the batch being built). */
@@ -263,7 +282,12 @@ export class ProxySession {
   #backendQueue: Frame[] = [];
   #backendPumping = false;
   #fields: FieldDescription[] = [];
-  #actions: FieldAction[] = [];
+  #actions: FieldAction[] = NO_ACTIONS;
+  /** The last RowDescription body decoded for rows (a copy) and its fields: the same statement shape repeats it byte for byte. */
+  #rowDescBody: Buffer | undefined;
+  #rowDescFields: FieldDescription[] = [];
+  /** Messages for the client collected by one backend loop pass (one write). */
+  readonly #out: Buffer[] = [];
   #rowPlan: MaskPlan = NO_MASK;
   /** A RowDescription has been seen for the rows now arriving. */
   #described = false;
@@ -279,6 +303,8 @@ export class ProxySession {
     this.#client = socket;
     this.#clientAddr = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`;
     this.#peerAddress = socket.remoteAddress;
+    this.#resource = Object.freeze({ kind: 'sql' as const, name: cfg.resource });
+    this.#context = Object.freeze({ session_id: this.id, client_addr: this.#clientAddr, shim: 'pg-proxy' });
     this.#framer = new MessageFramer('awaitingStartup', STARTUP_MAX_BYTES);
     socket.setNoDelay(true);
     this.#attachClient(socket);
@@ -397,8 +423,9 @@ export class ProxySession {
     if (this.#pumping) return;
     this.#pumping = true;
     // Frames decided in one go (Parse/Bind/Describe/Execute/Sync of a pipelined batch) leave
-    // in one write instead of one syscall each; uncorked before any wait on an approval.
-    const up = this.#upstream;
+    // in one write instead of one syscall each; uncorked before any wait on an approval. A
+    // single frame (a simple Query) is written directly: corking it would only add work.
+    const up = this.#queue.length > 1 ? this.#upstream : undefined;
     up?.socket.cork();
     this.#continuePump(up);
   }
@@ -566,63 +593,41 @@ export class ProxySession {
 
   // ---- decisions -----------------------------------------------------------
 
-  /**
-   * Summarise, decide and plan masking for one SQL text. Returns the info, or a denial;
-   * synchronously when the decision comes from the decider's local cache.
-   */
-  #decideSql(sql: string): SqlVerdict | Promise<SqlVerdict> {
-    const summary = this.cfg.summaries.summarize(sql, this.#objects);
-    if (!summary.ok) {
-      const decisionId = randomUUID();
-      this.cfg.log({ event: 'statement_refused', session_id: this.id, decision_id: decisionId, reason: summary.reason });
-      return { ok: false, decisionId, message: summary.reason };
-    }
-    const textHash = new TextHash(sql);
-    const shape: StatementShape = {};
-    const info = (plan: MaskPlan): StatementInfo => ({ statements: summary.statements, plan, fingerprint: summary.fingerprint, textHash, batch: this.#batchSeq, shape });
-    if (summary.statements.length === 0) return { ok: true, info: info(NO_MASK), apply: summary.apply };
-    const done = (v: Verdict): SqlVerdict => (v.ok ? { ok: true, info: info(v.plan), apply: summary.apply } : v);
-    const v = this.#decideStatements(summary.statements, summary.fingerprint, textHash);
-    return v instanceof Promise ? v.then(done) : done(v);
+  /** Decide and plan masking for one summarised SQL text; synchronous when the decision comes from the decider's local cache. */
+  #decideSummary(summary: SummaryOk, sql: string): Verdict | Promise<Verdict> {
+    if (summary.statements.length === 0) return ALLOW_NO_MASK;
+    return this.#decideStatements(summary.statements, summary.fingerprint, sql);
   }
 
-  #decisionRequest(statements: SqlStatement[], fingerprint: string, textHash: TextHash): DecideRequest {
-    // text_sha256 is read only when the request goes to the PDP (the local cache ignores it),
-    // so the hash of the exact text is computed then, not for every statement.
-    const sql = {
-      statements,
-      fingerprint,
-      get text_sha256(): string {
-        return textHash.value;
-      },
-    };
+  /** A decision request for these statements; it carries the SHA-256 of the exact text (approvals are bound to it). */
+  #decisionRequest(statements: SqlStatement[], fingerprint: string, text: string): DecideRequest {
     return {
       token: this.#token,
-      resource: { kind: 'sql', name: this.cfg.resource },
-      request: { sql },
-      context: { session_id: this.id, client_addr: this.#clientAddr, shim: 'pg-proxy' },
+      resource: this.#resource,
+      request: { sql: { statements, fingerprint, text_sha256: createHash('sha256').update(text).digest('hex') } },
+      context: this.#context,
     };
   }
 
   /** Ask the PDP about summarised statements; synchronous on an allow from the decider's local cache. */
-  #decideStatements(statements: SqlStatement[], fingerprint: string, textHash: TextHash): Verdict | Promise<Verdict> {
-    const req = this.#decisionRequest(statements, fingerprint, textHash);
+  #decideStatements(statements: SqlStatement[], fingerprint: string, text: string): Verdict | Promise<Verdict> {
     const held = this.#leases.get(statements);
     const decider = this.cfg.decider;
-    if (held && held.fingerprint === fingerprint && decider.recordCachedUse && decider.leaseValid?.(held.lease)) {
+    if (held !== undefined && held.fingerprint === fingerprint && decider.recordCachedUse && decider.leaseValid?.(held.lease)) {
       // A reuse of a cached allow is still a decision use: it goes to the decision log.
-      decider.recordCachedUse(req, held.lease.decision);
-      this.#logDecision(held.lease.decision, fingerprint);
+      decider.recordCachedUse(held.req, held.lease.decision);
+      if (this.cfg.logDecisions) this.#logDecision(held.lease.decision, fingerprint);
       return held.verdict;
     }
-    const lease = this.cfg.decider.cachedAllowLease?.(req);
+    const req = this.#decisionRequest(statements, fingerprint, text);
+    const lease = decider.cachedAllowLease?.(req);
     if (lease) {
       this.#logDecision(lease.decision, fingerprint);
       const verdict = this.#verdict(lease.decision, statements);
       // Only immutable lists (the summariser's) are kept: identity then means content.
       if (Object.isFrozen(statements)) {
         if (this.#leases.size >= MAX_LEASES) this.#leases.clear();
-        this.#leases.set(statements, { lease, fingerprint, verdict });
+        this.#leases.set(statements, { lease, fingerprint, verdict, req });
       }
       return verdict;
     }
@@ -663,6 +668,7 @@ export class ProxySession {
   }
 
   #logDecision(decision: Decision, fingerprint: string): void {
+    if (!this.cfg.logDecisions) return;
     this.cfg.log({
       event: 'decision',
       session_id: this.id,
@@ -715,36 +721,64 @@ export class ProxySession {
     }
   }
 
+  // The frontend handlers below make no closure unless a decision is pending (the `…Later`
+  // methods): they run for every statement.
+
   #onQuery(f: Frame): Promise<void> | void {
-    const d = this.#decideSql(decodeCString(f.body));
-    return d instanceof Promise ? d.then((v) => this.#forwardQuery(f, v)) : this.#forwardQuery(f, d);
+    // The text starts after the type byte and length: read from `raw`, no body view needed.
+    const sql = decodeCString(f.raw, 5);
+    const summary = this.cfg.summaries.summarize(sql, this.#objects);
+    if (!summary.ok) return this.#sendRefused(FRONTEND.query, summary.reason, f);
+    const v = this.#decideSummary(summary, sql);
+    return v instanceof Promise ? this.#queryLater(f, summary, v) : this.#forwardQuery(f, summary, v);
   }
 
-  #forwardQuery(f: Frame, d: SqlVerdict): Promise<void> | void {
-    if (!d.ok) return this.#sendDenied(FRONTEND.query, d.decisionId, d.message, f);
-    d.apply(this.#objects);
+  #queryLater(f: Frame, summary: SummaryOk, v: Promise<Verdict>): Promise<void> {
+    return v.then((r) => this.#forwardQuery(f, summary, r));
+  }
+
+  #forwardQuery(f: Frame, summary: SummaryOk, v: Verdict): Promise<void> | void {
+    if (!v.ok) return this.#sendDenied(FRONTEND.query, v.decisionId, v.message, f);
+    summary.apply(this.#objects);
     // A simple Query is its own batch: it ends with ReadyForQuery.
     this.#batchSeq++;
-    this.#inflight.push(joinBatch(this.#open, d.info));
+    this.#inflight.push(joinBatch(this.#open, { plan: v.plan, statements: summary.statements }));
     this.#open = EMPTY_BATCH;
     return this.#send(f.raw);
   }
 
   #onParse(f: Frame): Promise<void> | void {
     const p = decodeParse(f.body);
-    const d = this.#decideSql(p.query);
-    return d instanceof Promise ? d.then((v) => this.#forwardParse(f, p.name, v)) : this.#forwardParse(f, p.name, d);
+    const summary = this.cfg.summaries.summarize(p.query, this.#objects);
+    if (!summary.ok) {
+      this.#statements.delete(p.name);
+      return this.#sendRefused(FRONTEND.parse, summary.reason, f);
+    }
+    const v = this.#decideSummary(summary, p.query);
+    return v instanceof Promise ? this.#parseLater(f, p.name, p.query, summary, v) : this.#forwardParse(f, p.name, p.query, summary, v);
   }
 
-  #forwardParse(f: Frame, name: string, d: SqlVerdict): Promise<void> | void {
-    if (!d.ok) {
+  #parseLater(f: Frame, name: string, sql: string, summary: SummaryOk, v: Promise<Verdict>): Promise<void> {
+    return v.then((r) => this.#forwardParse(f, name, sql, summary, r));
+  }
+
+  #forwardParse(f: Frame, name: string, sql: string, summary: SummaryOk, v: Verdict): Promise<void> | void {
+    if (!v.ok) {
       this.#statements.delete(name);
-      return this.#sendDenied(FRONTEND.parse, d.decisionId, d.message, f);
+      return this.#sendDenied(FRONTEND.parse, v.decisionId, v.message, f);
     }
-    d.apply(this.#objects);
-    this.#statements.set(name, d.info);
-    this.#open = joinBatch(this.#open, d.info);
+    summary.apply(this.#objects);
+    const info: StatementInfo = { statements: summary.statements, plan: v.plan, fingerprint: summary.fingerprint, text: sql, batch: this.#batchSeq, shape: {} };
+    this.#statements.set(name, info);
+    this.#open = joinBatch(this.#open, info);
     return this.#send(f.raw);
+  }
+
+  /** A text the summariser refused (it cannot be judged): denied without asking the PDP. */
+  #sendRefused(kind: string, reason: string, f: Frame): Promise<void> | void {
+    const decisionId = randomUUID();
+    this.cfg.log({ event: 'statement_refused', session_id: this.id, decision_id: decisionId, reason });
+    return this.#sendDenied(kind, decisionId, reason, f);
   }
 
   #onBind(f: Frame): Promise<void> | void {
@@ -760,10 +794,14 @@ export class ProxySession {
       // A statement prepared earlier is decided again at each use (the PDP client's local
       // cache answers within the decision's ttl_ms), so a revoked token or a changed policy
       // also stops statements prepared before the change.
-      const v = this.#decideStatements(info.statements, info.fingerprint, info.textHash);
-      return v instanceof Promise ? v.then((r) => this.#forwardBind(f, b, info, r)) : this.#forwardBind(f, b, info, v);
+      const v = this.#decideStatements(info.statements, info.fingerprint, info.text);
+      return v instanceof Promise ? this.#bindLater(f, b, info, v) : this.#forwardBind(f, b, info, v);
     }
     return this.#forwardBind(f, b, info, undefined);
+  }
+
+  #bindLater(f: Frame, b: { portal: string; statement: string; resultFormats: number[] }, info: StatementInfo, v: Promise<Verdict>): Promise<void> {
+    return v.then((r) => this.#forwardBind(f, b, info, r));
   }
 
   /** Forward a Bind; `v` is the fresh decision for a statement prepared in an earlier batch. */
@@ -806,31 +844,44 @@ export class ProxySession {
     this.#pumpBackend();
   }
 
+  // Methods rather than private getters: V8 reads a private accessor through a runtime call,
+  // and these run for every backend message.
+
   /** Pending Describe/Execute responses of the batch now answering. */
-  get #ops(): PortalOp[] {
+  #ops(): PortalOp[] {
     return (this.#inflight[0] ?? this.#open).ops;
   }
 
   /** The Execute whose rows are arriving now, if the head of the response stream is one. */
-  get #executing(): PortalState | undefined {
-    const head = this.#ops[0];
+  #executing(): PortalState | undefined {
+    const head = this.#ops()[0];
     return head?.kind === 'execute' ? head.portal : undefined;
   }
 
   /** The head Execute's response is complete (CommandComplete, PortalSuspended, EmptyQueryResponse). */
   #endExecute(): void {
-    if (this.#executing) this.#ops.shift();
+    if (this.#executing()) this.#ops().shift();
   }
 
-  get #currentPlan(): MaskPlan {
+  #currentPlan(): MaskPlan {
     return (this.#inflight[0] ?? this.#open).plan;
+  }
+
+  /** The fields of a RowDescription for rows, decoded once per distinct body (they repeat with the statement shape). */
+  #rowFields(body: Buffer): FieldDescription[] {
+    const last = this.#rowDescBody;
+    if (last !== undefined && last.equals(body)) return this.#rowDescFields;
+    const fields = decodeRowDescription(body);
+    this.#rowDescBody = Buffer.from(body);
+    this.#rowDescFields = fields;
+    return fields;
   }
 
   /** The backend loop: like the frontend loop, synchronous unless a frame must wait (catalog lookup, COPY). */
   #pumpBackend(): void {
     if (this.#backendPumping) return;
     this.#backendPumping = true;
-    this.#continueBackend([]);
+    this.#continueBackend(this.#out);
   }
 
   #continueBackend(out: Buffer[]): void {
@@ -877,10 +928,10 @@ export class ProxySession {
   #onBackend(f: Frame): Buffer | undefined | Promise<Buffer | undefined> {
     switch (f.type) {
       case BACKEND.rowDescription: {
-        const head = this.#ops[0];
+        const head = this.#ops()[0];
         if (head && head.kind !== 'execute') {
           // The answer to a Describe: a portal's columns are kept with the portal.
-          this.#ops.shift();
+          this.#ops().shift();
           if (head.kind === 'describeStatement') {
             if (head.shape) head.shape.fields = decodeRowDescription(f.body);
             return f.raw;
@@ -899,10 +950,10 @@ export class ProxySession {
           }
           return f.raw;
         }
-        this.#fields = decodeRowDescription(f.body);
+        this.#fields = this.#rowFields(f.body);
         this.#described = true;
-        this.#rowPlan = this.#currentPlan;
-        const cached = isEmptyPlan(this.#rowPlan) ? [] : cachedFieldActions(this.#fields, this.#rowPlan, this.cfg.catalog);
+        this.#rowPlan = this.#currentPlan();
+        const cached = isEmptyPlan(this.#rowPlan) ? NO_ACTIONS : cachedFieldActions(this.#fields, this.#rowPlan, this.cfg.catalog);
         if (cached) {
           this.#actions = cached;
           return f.raw;
@@ -913,7 +964,7 @@ export class ProxySession {
         });
       }
       case BACKEND.dataRow: {
-        const portal = this.#executing;
+        const portal = this.#executing();
         if (portal) {
           // Columns known from a Describe Statement: their mask actions are worked out at the first row.
           if (portal.known && portal.fields && !portal.actions && !isEmptyPlan(portal.plan)) {
@@ -931,16 +982,16 @@ export class ProxySession {
         if (!this.#described) {
           // Rows without a RowDescription (the client skipped Describe): origins are unknown,
           // so under any mask plan every value is withheld (NULL is valid for every type).
-          const plan = this.#currentPlan;
+          const plan = this.#currentPlan();
           if (isEmptyPlan(plan)) return f.raw;
           return encodeDataRow(decodeDataRow(f.body).map(() => null));
         }
-        if (!this.#actions.some((a) => a !== undefined)) return f.raw;
+        if (!anyAction(this.#actions)) return f.raw;
         return maskDataRow(f.body, this.#actions, this.#fields, this.#rowPlan) ?? f.raw;
       }
       case BACKEND.noData: {
-        const head = this.#ops[0];
-        if (head && head.kind !== 'execute') this.#ops.shift();
+        const head = this.#ops()[0];
+        if (head && head.kind !== 'execute') this.#ops().shift();
         return f.raw;
       }
       case BACKEND.portalSuspended:
@@ -952,7 +1003,7 @@ export class ProxySession {
         const fields = decodeNotice(f.body);
         if (f.type === BACKEND.errorResponse) {
           // After an error the backend skips to Sync: no other Describe/Execute of the batch answers.
-          const ops = this.#ops;
+          const ops = this.#ops();
           if (ops.length) ops.length = 0;
           const message = fields.find(([c]) => c === ERROR_FIELDS.message)?.[1] ?? '';
           const m = /scopegate_denied_[0-9a-f]{24}/.exec(message);
@@ -962,7 +1013,7 @@ export class ProxySession {
             return denial.error;
           }
         }
-        const plan = this.#currentPlan;
+        const plan = this.#currentPlan();
         if (isEmptyPlan(plan)) return f.raw;
         return encodeNotice(f.type, maskNoticeFields(fields, plan));
       }
@@ -980,16 +1031,16 @@ export class ProxySession {
         return f.raw;
       case BACKEND.commandComplete:
         this.#endExecute();
-        this.#actions = [];
+        this.#actions = NO_ACTIONS;
         this.#described = false;
         return f.raw;
       case BACKEND.readyForQuery:
         this.#inflight.shift();
-        this.#actions = [];
+        this.#actions = NO_ACTIONS;
         this.#described = false;
         this.#copyMethods = undefined;
         this.#copyEvery = undefined;
-        if (this.#inflight.length === 0) this.#denials.clear();
+        if (this.#inflight.length === 0 && this.#denials.size > 0) this.#denials.clear();
         return f.raw;
       default:
         return f.raw;
@@ -997,7 +1048,7 @@ export class ProxySession {
   }
 
   async #onCopyOut(f: Frame): Promise<Buffer | undefined> {
-    const plan = this.#currentPlan;
+    const plan = this.#currentPlan();
     this.#rowPlan = plan;
     if (isEmptyPlan(plan)) return f.raw;
     const r = new BodyReader(f.body);
@@ -1039,7 +1090,7 @@ function maskPortalRow(f: Frame, portal: PortalState): Buffer {
   if (portal.known && isEmptyPlan(portal.plan)) return f.raw;
   // Unknown portal, or columns never described: origins are unknown, so every value is withheld.
   if (!portal.known || !portal.fields || !portal.actions) return encodeDataRow(decodeDataRow(f.body).map(() => null));
-  if (!portal.actions.some((a) => a !== undefined)) return f.raw;
+  if (!anyAction(portal.actions)) return f.raw;
   return maskDataRow(f.body, portal.actions, portal.fields, portal.plan) ?? f.raw;
 }
 

@@ -33,9 +33,11 @@ const CACHEABLE_TYPES = new Set(['SelectStmt', 'InsertStmt', 'UpdateStmt', 'Dele
 const MAX_TEXT_LENGTH = 8192;
 const NO_CHANGES = (): void => undefined;
 
-interface Entry {
-  statements: SqlStatement[];
-  fingerprint: string;
+/** A stored summary, as handed to every hit (the same frozen object each time: nothing per hit is allocated). */
+type Entry = Readonly<Extract<SummaryResult, { ok: true }>>;
+
+function entry(statements: SqlStatement[], fingerprint: string): Entry {
+  return Object.freeze({ ok: true as const, statements, fingerprint, apply: NO_CHANGES });
 }
 
 export interface SummaryCacheStats {
@@ -49,6 +51,8 @@ export interface SummaryCacheStats {
 export class SummaryCache {
   /** Insertion-ordered Map as an LRU: a hit moves the entry to the end, eviction takes the first. */
   readonly #entries = new Map<string, Entry>();
+  /** The key of the entry last stored or hit, which is already the newest: a hit on it needs no move. */
+  #newest: string | undefined;
   readonly #stats = { hits: 0, misses: 0, uncacheable: 0 };
 
   constructor(readonly maxEntries: number) {}
@@ -62,14 +66,18 @@ export class SummaryCache {
     const hit = this.#entries.get(k.key);
     if (hit) {
       this.#stats.hits++;
-      this.#entries.delete(k.key);
-      this.#entries.set(k.key, hit);
-      return { ok: true, statements: hit.statements, fingerprint: hit.fingerprint, apply: NO_CHANGES };
+      if (k.key !== this.#newest) {
+        this.#entries.delete(k.key);
+        this.#entries.set(k.key, hit);
+        this.#newest = k.key;
+      }
+      return hit;
     }
     const traced = summarizeTraced(sql, session);
     if (traced.result.ok && reusable(sql, traced, k)) {
       this.#stats.misses++;
-      this.#entries.set(k.key, { statements: traced.result.statements, fingerprint: traced.result.fingerprint });
+      this.#entries.set(k.key, entry(traced.result.statements, traced.result.fingerprint));
+      this.#newest = k.key;
       if (this.#entries.size > this.maxEntries) this.#entries.delete(this.#entries.keys().next().value as string);
     } else this.#stats.uncacheable++;
     return traced.result;

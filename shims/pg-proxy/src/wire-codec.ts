@@ -188,8 +188,11 @@ export function decodeExecute(body: Buffer): { portal: string; maxRows: number }
   return { portal: r.cstring(), maxRows: r.int32() };
 }
 
-export function decodeCString(body: Buffer): string {
-  return new BodyReader(body).cstring();
+/** The NUL-terminated string at `start` (a message body's first field: start 0 of the body, or 5 of the whole message). */
+export function decodeCString(buf: Buffer, start = 0): string {
+  const end = buf.indexOf(0, start);
+  if (end < 0) throw new FrameError('unterminated string');
+  return buf.toString('utf8', start, end);
 }
 
 export function encodeQuery(sql: string): Buffer {

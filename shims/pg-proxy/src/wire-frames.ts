@@ -22,9 +22,29 @@ export interface Frame {
 
 export class FrameError extends Error {}
 
+const EMPTY = Buffer.alloc(0);
+
+/**
+ * A frame whose body view is made only when read: most frames are forwarded as they are
+ * (`raw`), and a Buffer view costs a typed-array allocation.
+ */
+class ReceivedFrame implements Frame {
+  #body: Buffer | undefined;
+  constructor(
+    readonly type: string | null,
+    readonly raw: Buffer,
+    readonly bodyOffset: number,
+  ) {}
+  get body(): Buffer {
+    return (this.#body ??= this.raw.subarray(this.bodyOffset));
+  }
+}
+
 export class MessageFramer {
   state: FramerState;
-  #buf: Buffer = Buffer.alloc(0);
+  /** Received bytes; those before `#pos` are framed already (a read position instead of a view per frame). */
+  #buf: Buffer = EMPTY;
+  #pos = 0;
 
   constructor(
     initial: FramerState,
@@ -35,38 +55,41 @@ export class MessageFramer {
   }
 
   push(chunk: Buffer): void {
-    this.#buf = this.#buf.length === 0 ? chunk : Buffer.concat([this.#buf, chunk]);
+    this.#buf = this.#pos === this.#buf.length ? chunk : Buffer.concat([this.#buf.subarray(this.#pos), chunk]);
+    this.#pos = 0;
   }
 
   /** Bytes received but not yet framed. */
   get pending(): number {
-    return this.#buf.length;
+    return this.#buf.length - this.#pos;
   }
 
   /** The next complete message, or undefined when more bytes are needed. */
   next(): Frame | undefined {
-    const header = this.state === 'typed' ? 5 : 4;
-    if (this.#buf.length < header) return undefined;
-    const offset = this.state === 'typed' ? 1 : 0;
-    const length = this.#buf.readInt32BE(offset);
+    const buf = this.#buf;
+    const pos = this.#pos;
+    const typed = this.state === 'typed';
+    const available = buf.length - pos;
+    if (available < (typed ? 5 : 4)) return undefined;
+    const offset = typed ? 1 : 0;
+    const length = buf.readInt32BE(pos + offset);
     // Startup messages are at least 8 bytes (length + code); typed ones at least 4 (the length).
-    const min = this.state === 'typed' ? 4 : 8;
-    if (length < min || length > this.maxLength) throw new FrameError(`message length ${length} out of bounds`);
+    if (length < (typed ? 4 : 8) || length > this.maxLength) throw new FrameError(`message length ${length} out of bounds`);
     const total = length + offset;
-    if (this.#buf.length < total) return undefined;
-    const raw = this.#buf.subarray(0, total);
-    this.#buf = this.#buf.subarray(total);
-    return {
-      type: this.state === 'typed' ? String.fromCharCode(raw[0] as number) : null,
-      body: raw.subarray(offset + 4),
-      raw,
-    };
+    if (available < total) return undefined;
+    const raw = pos === 0 && total === buf.length ? buf : buf.subarray(pos, pos + total);
+    if (pos + total === buf.length) {
+      this.#buf = EMPTY;
+      this.#pos = 0;
+    } else this.#pos = pos + total;
+    return new ReceivedFrame(typed ? String.fromCharCode(buf[pos] as number) : null, raw, offset + 4);
   }
 
   /** Take any unframed bytes (used when a TLS handshake takes over the socket). */
   drain(): Buffer {
-    const b = this.#buf;
-    this.#buf = Buffer.alloc(0);
+    const b = this.#pos === 0 ? this.#buf : this.#buf.subarray(this.#pos);
+    this.#buf = EMPTY;
+    this.#pos = 0;
     return b;
   }
 }
