@@ -115,6 +115,34 @@ describe('decision spool tiers (postgres)', () => {
     }
   });
 
+  it('writes new segments to disk while a backlog is queued', async () => {
+    const tmp = await tempDir('sg-tier-');
+    try {
+      const dataDir = path.join(tmp.dir, 'data');
+      const disk = path.join(dataDir, 'spool');
+      const mem = path.join(tmp.dir, 'mem');
+      await mkdir(disk, { recursive: true });
+      // Six segments left by an earlier process: a backlog to replay first.
+      for (let n = 1; n <= 6; n++) {
+        const e = entry({ session_id: 'tier-backlog' });
+        await writeFile(path.join(disk, `seg-000000000000000${n}.rows`), copyLine(e, 'test', JSON.stringify(e.request_summary)));
+      }
+      const log = await createDecisionLog(t.db, testConfig(dataDir, { SCOPEGATE_SPOOL_MEMORY_DIR: mem }), silentLog);
+      log.append(entry({ session_id: 'tier-backlog' }));
+      assert.ok((await segments(disk)).includes('seg-0000000000000007.rows'), 'the new segment is on disk');
+      assert.deepEqual(await segments(mem), []);
+      await log.flush();
+      assert.deepEqual(await sessionCount(t.db, 'tier-backlog'), { n: 7, distinct: 7 });
+      // Backlog replayed: the next segment is in memory again.
+      log.append(entry({ session_id: 'tier-backlog' }));
+      assert.equal((await segments(mem)).length, 1);
+      await log.close();
+      assert.deepEqual(await sessionCount(t.db, 'tier-backlog'), { n: 8, distinct: 8 });
+    } finally {
+      await tmp.cleanup();
+    }
+  });
+
   it('loses no answered decision when the writer is killed with its segment only in memory', async () => {
     const tmp = await tempDir('sg-tier-');
     try {

@@ -92,6 +92,9 @@ export const DEFAULT_DECISION_LOG_OPTIONS: DecisionLogOptions = {
   maxSummaryBytes: 64 * 1024,
 };
 
+/** More queued segments than this is a backlog: new segments are then written to disk. */
+const BACKLOG_SEGMENTS = 4;
+
 /** Columns written, in the order of the recordset definition below. */
 const INSERT_SQL = `
 INSERT INTO decision_log (time, decision_id, event, instance, subject, issuer, jti, chain, step, session_id, shim,
@@ -272,12 +275,12 @@ export async function createDecisionLog(
         await drainOnce();
         if (stats.outage) log.info('decision log database reachable again; spool replayed');
         stats.outage = false;
-        spool.durable = false;
+        chooseTier();
         retryDelay = opts.retryMinMs;
       } catch (err) {
         if (!stats.outage) log.error({ err: (err as Error).message }, 'decision log database unreachable; spooling to disk');
         stats.outage = true;
-        spool.durable = true;
+        chooseTier();
         // Everything not yet in the database must now survive a machine crash: segments in
         // the memory tier move to disk, those on disk are fsync'ed.
         for (const seg of pending) await spool.sync(seg).catch(() => {});
@@ -288,6 +291,15 @@ export async function createDecisionLog(
       }
     })();
     return draining;
+  }
+
+  /**
+   * New segments go to disk during an outage and while a backlog builds up (the database
+   * takes rows slower than they come): the memory tier holds only what is about to be
+   * committed, so it stays small.
+   */
+  function chooseTier(): void {
+    spool.durable = stats.outage || pending.length > BACKLOG_SEGMENTS;
   }
 
   function scheduleRetry(): void {
@@ -329,6 +341,7 @@ export async function createDecisionLog(
       const seg = await rotated;
       if (seg && cur?.seg === seg) endLive(cur);
       else if (seg) pending.push(seg);
+      chooseTier();
       evictMemory();
     });
     return rotating;
@@ -382,6 +395,7 @@ export async function createDecisionLog(
       // only the idempotent INSERT may touch this segment from now on.
       seg.attempted = true;
       pending.push(seg);
+      chooseTier();
       if (!stats.outage) await drain();
     })();
     ending.add(done);
@@ -457,6 +471,7 @@ export async function createDecisionLog(
     },
   };
 
+  chooseTier();
   if (pending.length > 0) void drain();
   return writer;
 }
