@@ -110,7 +110,8 @@ async function measured<T extends PhaseResult>(t: Target, run: () => Promise<T>)
   return { ...r, pdpUs: per(pdp1 - pdp0), pgUs: per(pg1 - pg0) };
 }
 
-const fmt = (r: PhaseResult) => `${r.rps.toFixed(0).padStart(7)} req/s  p50 ${r.p50Ms.toFixed(3)} ms  p99 ${r.p99Ms.toFixed(3)} ms  errors ${r.errors + r.non2xx + r.mismatches}`;
+const fmt = (r: PhaseResult) =>
+  `${r.rps.toFixed(0).padStart(7)} req/s  p50 ${r.p50Ms.toFixed(3)} ms  p99 ${r.p99Ms.toFixed(3)} ms  errors ${r.errors + r.non2xx + r.mismatches}  generator lag p99 ${r.generatorLagP99Ms.toFixed(1)} ms`;
 
 const targets: Target[] = [];
 try {

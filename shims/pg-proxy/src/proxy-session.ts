@@ -565,7 +565,7 @@ export class ProxySession {
     this.#client.write(Buffer.concat(out));
     this.state = 'ready';
     this.cfg.log({ event: 'session_started', session_id: this.id, client_addr: this.#clientAddr, tls: this.#client instanceof tls.TLSSocket });
-    up.socket.on('data', (chunk: Buffer) => this.#onUpstreamData(chunk));
+    up.receive((chunk: Buffer) => this.#onUpstreamData(chunk));
     up.socket.on('error', () => this.#fatal(SQLSTATE.connectionFailure, 'the database connection failed'));
     up.socket.on('close', () => this.#fatal(SQLSTATE.connectionFailure, 'the database closed the connection'));
     this.#client.on('drain', () => up.socket.resume());

@@ -43,8 +43,14 @@ export interface UpstreamOptions {
 }
 
 export interface UpstreamConnection {
+  /** Read through `onread`: it emits no 'data' events; bytes arrive through `receive`. */
   socket: net.Socket;
   framer: MessageFramer;
+  /**
+   * Hand every chunk received from now on to `handler` (each a Buffer of its own that the
+   * handler may keep). Until it is called, chunks go into `framer`.
+   */
+  receive(handler: (chunk: Buffer) => void): void;
   /** ParameterStatus messages as received, to replay to the client. */
   parameterStatuses: Frame[];
   pid: number;
@@ -60,17 +66,43 @@ export class UpstreamError extends Error {
   }
 }
 
+/**
+ * The buffer every upstream socket reads into (`onread` of net.connect): reads then reach
+ * a callback directly, without the socket's Readable stream and 'data' events (a few µs
+ * less CPU per read, which is per statement for small results).
+ * The callback copies what arrived before it returns (the next read overwrites the buffer).
+ * One buffer serves all sockets: a read and its callback run together on the one JS thread.
+ */
+const READ_BUFFER = Buffer.allocUnsafe(64 * 1024);
+
 export async function connectUpstream(opts: UpstreamOptions): Promise<UpstreamConnection> {
-  const socket = net.connect({ host: opts.host, port: opts.port });
-  socket.setNoDelay(true);
   const framer = new MessageFramer('typed', opts.maxMessageBytes);
+  let handler = (chunk: Buffer): void => framer.push(chunk);
+  const socket = net.connect({
+    host: opts.host,
+    port: opts.port,
+    onread: {
+      buffer: READ_BUFFER,
+      callback: (nread: number, buf: Uint8Array): boolean => {
+        const chunk = Buffer.allocUnsafe(nread);
+        chunk.set(buf.subarray(0, nread));
+        handler(chunk);
+        // Back-pressure pauses the socket (socket.pause() stops reading under onread too).
+        return true;
+      },
+    },
+  });
+  socket.setNoDelay(true);
+  const receive = (h: (chunk: Buffer) => void): void => {
+    handler = h;
+  };
   const timeout = setTimeout(() => socket.destroy(new UpstreamError('upstream connect timed out')), opts.connectTimeoutMs ?? 10_000);
   try {
     await new Promise<void>((resolve, reject) => {
       socket.once('connect', resolve);
       socket.once('error', reject);
     });
-    const frames = frameIterator(socket, framer);
+    const frames = frameIterator(socket, framer, receive);
     socket.write(encodeStartup({ user: opts.user, database: opts.database, ...opts.params }));
     const parameterStatuses: Frame[] = [];
     let pid = 0;
@@ -115,7 +147,7 @@ export async function connectUpstream(opts: UpstreamOptions): Promise<UpstreamCo
         secret = r.int32();
       } else if (f.type === BACKEND.readyForQuery) {
         frames.release();
-        return { socket, framer, parameterStatuses, pid, secret };
+        return { socket, framer, receive, parameterStatuses, pid, secret };
       }
       // NoticeResponse, NegotiateProtocolVersion: nothing to do during startup.
     }
@@ -128,7 +160,7 @@ export async function connectUpstream(opts: UpstreamOptions): Promise<UpstreamCo
 }
 
 /** Pull frames from a socket during the handshake; `release` detaches so the session can take over. */
-function frameIterator(socket: net.Socket, framer: MessageFramer): { next(): Promise<Frame>; release(): void } {
+function frameIterator(socket: net.Socket, framer: MessageFramer, receive: (h: (chunk: Buffer) => void) => void): { next(): Promise<Frame>; release(): void } {
   let waiter: { resolve: () => void; reject: (e: Error) => void } | undefined;
   let failure: Error | undefined;
   const onData = (chunk: Buffer): void => {
@@ -143,7 +175,7 @@ function frameIterator(socket: net.Socket, framer: MessageFramer): { next(): Pro
     failure = e;
     waiter?.reject(e);
   };
-  socket.on('data', onData);
+  receive(onData);
   socket.on('close', onEnd);
   socket.on('error', onError);
   return {
@@ -157,11 +189,11 @@ function frameIterator(socket: net.Socket, framer: MessageFramer): { next(): Pro
       }
     },
     release(): void {
-      socket.off('data', onData);
       socket.off('close', onEnd);
       socket.off('error', onError);
-      // Keep data flowing into nobody until the session attaches its own listener.
+      // Read nothing more until the session attaches its own handler (whatever came already waits in the framer).
       socket.pause();
+      receive((chunk) => framer.push(chunk));
     },
   };
 }
