@@ -11,6 +11,7 @@
  * the rounds, and every round is printed.
  *
  *   npx tsx bench/decision-log/decide-p99.ts [--duration 10] [--rounds 6] [--round-seconds 5]
+ *        [--spool-memory auto|off|PATH]   (the logging server's spool memory tier; default auto)
  *
  * Target (issue 4): p99 with logging ≤ 1.2 × p99 without.
  */
@@ -32,6 +33,8 @@ const { values } = parseArgs({
     connections: { type: 'string', default: '16' },
     rounds: { type: 'string', default: '6' },
     'round-seconds': { type: 'string', default: '5' },
+    // The spool's memory tier of the logging server (SCOPEGATE_SPOOL_MEMORY_DIR): auto | off | a path.
+    'spool-memory': { type: 'string', default: 'auto' },
   },
 });
 const DURATION = Number(values.duration);
@@ -51,7 +54,7 @@ async function start(label: string, logOn: boolean): Promise<Target> {
   const db = await createThrowawayDatabase();
   const server = await startScopegate({
     dataDir: dir,
-    env: { DATABASE_URL: db.url, SCOPEGATE_DECISION_LOG: String(logOn), SCOPEGATE_CACHE: 'memory' },
+    env: { DATABASE_URL: db.url, SCOPEGATE_DECISION_LOG: String(logOn), SCOPEGATE_CACHE: 'memory', SCOPEGATE_SPOOL_MEMORY_DIR: values['spool-memory'] },
   });
   const res = await fetch(`${server.url}/v1/tokens`, {
     method: 'POST',
@@ -115,7 +118,7 @@ const fmt = (r: PhaseResult) =>
 
 const targets: Target[] = [];
 try {
-  console.log(`load average before: ${os.loadavg().map((l) => l.toFixed(2)).join(' ')} (${os.cpus().length} cpus)`);
+  console.log(`load average before: ${os.loadavg().map((l) => l.toFixed(2)).join(' ')} (${os.cpus().length} cpus); spool memory tier: ${values['spool-memory']}`);
   targets.push(await start('log_on', true), await start('log_off', false));
   for (const t of targets) await runLoad({ ...spec(t), durationS: 2 }); // warm-up
   const peak: Record<string, PhaseResult> = {};
