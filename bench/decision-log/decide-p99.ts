@@ -12,6 +12,7 @@
  *
  *   npx tsx bench/decision-log/decide-p99.ts [--duration 10] [--rounds 6] [--round-seconds 5]
  *        [--spool-memory auto|off|PATH]   (the logging server's spool memory tier; default auto)
+ *        [--pg-via auto|socket|tcp]        (both PDPs' way to Postgres; default tcp)
  *
  * Target (issue 4): p99 with logging ≤ 1.2 × p99 without.
  */
@@ -21,6 +22,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { createThrowawayDatabase, type ThrowawayDatabase } from '../../test/cluster/test-services.js';
+import { existsSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
 import { runLoad, runPaced, type PhaseResult } from '../pdp-vs-opa/load.js';
 import { cpuSeconds } from '../pdp-vs-opa/machine.js';
@@ -35,6 +37,10 @@ const { values } = parseArgs({
     'round-seconds': { type: 'string', default: '5' },
     // The spool's memory tier of the logging server (SCOPEGATE_SPOOL_MEMORY_DIR): auto | off | a path.
     'spool-memory': { type: 'string', default: 'auto' },
+    // How both PDPs reach Postgres: `tcp` (127.0.0.1, the default), `socket` (its Unix socket
+    // in /var/run/postgresql, as a PDP beside its database would connect), or `auto` (the
+    // socket when present).
+    'pg-via': { type: 'string', default: 'tcp' },
   },
 });
 const DURATION = Number(values.duration);
@@ -49,12 +55,25 @@ interface Target {
   dir: string;
 }
 
+const PG_SOCKET_DIR = '/var/run/postgresql';
+const PG_VIA = values['pg-via'] === 'auto' ? (existsSync(path.join(PG_SOCKET_DIR, '.s.PGSQL.5432')) ? 'socket' : 'tcp') : values['pg-via'];
+
+/** The throwaway database's URL as the PDPs use it (over the Unix socket or TCP). */
+function pdpDatabaseUrl(db: ThrowawayDatabase): string {
+  if (PG_VIA !== 'socket') return db.url;
+  const u = new URL(db.url);
+  u.hostname = 'localhost';
+  u.port = '';
+  u.searchParams.set('host', PG_SOCKET_DIR);
+  return u.toString();
+}
+
 async function start(label: string, logOn: boolean): Promise<Target> {
   const dir = await mkdtemp(path.join(os.tmpdir(), `sg-bench-${label}-`));
   const db = await createThrowawayDatabase();
   const server = await startScopegate({
     dataDir: dir,
-    env: { DATABASE_URL: db.url, SCOPEGATE_DECISION_LOG: String(logOn), SCOPEGATE_CACHE: 'memory', SCOPEGATE_SPOOL_MEMORY_DIR: values['spool-memory'] },
+    env: { DATABASE_URL: pdpDatabaseUrl(db), SCOPEGATE_DECISION_LOG: String(logOn), SCOPEGATE_CACHE: 'memory', SCOPEGATE_SPOOL_MEMORY_DIR: values['spool-memory'] },
   });
   const res = await fetch(`${server.url}/v1/tokens`, {
     method: 'POST',
@@ -118,7 +137,7 @@ const fmt = (r: PhaseResult) =>
 
 const targets: Target[] = [];
 try {
-  console.log(`load average before: ${os.loadavg().map((l) => l.toFixed(2)).join(' ')} (${os.cpus().length} cpus); spool memory tier: ${values['spool-memory']}`);
+  console.log(`load average before: ${os.loadavg().map((l) => l.toFixed(2)).join(' ')} (${os.cpus().length} cpus); spool memory tier: ${values['spool-memory']}; PDPs reach Postgres over ${PG_VIA}`);
   targets.push(await start('log_on', true), await start('log_off', false));
   for (const t of targets) await runLoad({ ...spec(t), durationS: 2 }); // warm-up
   const peak: Record<string, PhaseResult> = {};
