@@ -16,6 +16,9 @@ import { openPostgres, type Db } from '../../pdp-server/src/store/db.js';
 import { entry } from './sample-entry.js';
 import { openTestDb, silentLog, tempDir, testConfig, type TestDb } from './test-backends.js';
 
+/** An entry as a spool segment line (what a writer journals). */
+const spoolLine = (e: ReturnType<typeof entry>) => copyLine(e, 'test', JSON.stringify(e.request_summary));
+
 const segments = async (dir: string) => (await readdir(dir)).filter((n) => n.startsWith('seg-'));
 
 async function sessionCount(db: Db, session: string): Promise<{ n: number; distinct: number }> {
@@ -88,17 +91,16 @@ describe('decision spool tiers (postgres)', () => {
       const mem = path.join(tmp.dir, 'mem');
       await mkdir(disk, { recursive: true });
       await mkdir(mem, { mode: 0o700 });
-      const line = (e: ReturnType<typeof entry>) => copyLine(e, 'test', JSON.stringify(e.request_summary));
       const a = entry({ session_id: 'tier-recover' });
       const b = entry({ session_id: 'tier-recover' });
       const c = entry({ session_id: 'tier-recover' });
-      await writeFile(path.join(disk, 'seg-0000000000000001.rows'), line(a));
+      await writeFile(path.join(disk, 'seg-0000000000000001.rows'), spoolLine(a));
       // Killed between the rename and dropping the memory copy: the same segment twice.
-      await writeFile(path.join(mem, 'seg-0000000000000002.rows'), line(b));
-      await writeFile(path.join(disk, 'seg-0000000000000002.rows'), line(b));
+      await writeFile(path.join(mem, 'seg-0000000000000002.rows'), spoolLine(b));
+      await writeFile(path.join(disk, 'seg-0000000000000002.rows'), spoolLine(b));
       // Killed before the rename: a partial .tmp next to the whole memory copy.
-      await writeFile(path.join(mem, 'seg-0000000000000003.rows'), line(c));
-      await writeFile(path.join(disk, 'seg-0000000000000003.rows.tmp'), line(c).slice(0, 20));
+      await writeFile(path.join(mem, 'seg-0000000000000003.rows'), spoolLine(c));
+      await writeFile(path.join(disk, 'seg-0000000000000003.rows.tmp'), spoolLine(c).slice(0, 20));
       const log = await createDecisionLog(t.db, testConfig(dataDir, { SCOPEGATE_SPOOL_MEMORY_DIR: mem }), silentLog);
       await log.flush();
       assert.deepEqual(await sessionCount(t.db, 'tier-recover'), { n: 3, distinct: 3 });
@@ -124,8 +126,7 @@ describe('decision spool tiers (postgres)', () => {
       await mkdir(disk, { recursive: true });
       // Six segments left by an earlier process: a backlog to replay first.
       for (let n = 1; n <= 6; n++) {
-        const e = entry({ session_id: 'tier-backlog' });
-        await writeFile(path.join(disk, `seg-000000000000000${n}.rows`), copyLine(e, 'test', JSON.stringify(e.request_summary)));
+        await writeFile(path.join(disk, `seg-000000000000000${n}.rows`), spoolLine(entry({ session_id: 'tier-backlog' })));
       }
       const log = await createDecisionLog(t.db, testConfig(dataDir, { SCOPEGATE_SPOOL_MEMORY_DIR: mem }), silentLog);
       log.append(entry({ session_id: 'tier-backlog' }));

@@ -56,6 +56,16 @@ export interface Segment {
   persisting?: Promise<void> | undefined;
 }
 
+/** fsync a file or a folder by path. */
+async function syncPath(p: string): Promise<void> {
+  const fh = await open(p, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
 /** statfs f_type of tmpfs (linux/magic.h TMPFS_MAGIC). */
 const TMPFS_MAGIC = 0x01021994;
 
@@ -266,13 +276,8 @@ export class DecisionSpool {
       });
       return seg.persisting;
     }
-    const fh = await open(seg.file, 'r');
-    try {
-      await fh.sync();
-      seg.synced = true;
-    } finally {
-      await fh.close();
-    }
+    await syncPath(seg.file);
+    seg.synced = true;
   }
 
   private async persist(seg: Segment): Promise<void> {
@@ -280,19 +285,9 @@ export class DecisionSpool {
     const to = path.join(this.dir, path.basename(from));
     const tmp = `${to}.tmp`;
     await copyFile(from, tmp);
-    const fh = await open(tmp, 'r+');
-    try {
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
+    await syncPath(tmp);
     await rename(tmp, to);
-    const dirHandle = await open(this.dir, 'r');
-    try {
-      await dirHandle.sync();
-    } finally {
-      await dirHandle.close();
-    }
+    await syncPath(this.dir);
     // Readers use seg.file: point them at the disk copy before the memory one goes.
     seg.file = to;
     seg.hot = false;

@@ -69,7 +69,12 @@ export class PdpClient {
 
   /** Whether cached allow decisions may be served now: the revocation feed is connected and the uses of cached answers are being reported. */
   get cacheLive(): boolean {
-    return this.#cache !== undefined && this.#feedLive && this.#reporter.healthy;
+    return this.#cacheLiveAt(Date.now());
+  }
+
+  /** `cacheLive` at time `now` (ms since the epoch), for a caller that already read the clock. */
+  #cacheLiveAt(now: number): boolean {
+    return this.#cache !== undefined && this.#feedLive && this.#reporter.healthyAt(now);
   }
 
   /**
@@ -148,10 +153,9 @@ export class PdpClient {
 
   /** Whether a lease from `cachedAllowLease` still holds: the cached entry would still be served. */
   leaseValid(lease: AllowLease): boolean {
-    // `cacheLive`, reading the clock once.
-    if (lease.epoch !== this.#epoch || this.#cache === undefined || !this.#feedLive) return false;
+    if (lease.epoch !== this.#epoch) return false;
     const now = Date.now();
-    return now < lease.expiresAt && this.#reporter.healthyAt(now);
+    return now < lease.expiresAt && this.#cacheLiveAt(now);
   }
 
   #dropCache(): void {

@@ -616,7 +616,7 @@ export class ProxySession {
     if (held !== undefined && held.fingerprint === fingerprint && decider.recordCachedUse && decider.leaseValid?.(held.lease)) {
       // A reuse of a cached allow is still a decision use: it goes to the decision log.
       decider.recordCachedUse(held.req, held.lease.decision);
-      if (this.cfg.logDecisions) this.#logDecision(held.lease.decision, fingerprint);
+      this.#logDecision(held.lease.decision, fingerprint);
       return held.verdict;
     }
     const req = this.#decisionRequest(statements, fingerprint, text);
