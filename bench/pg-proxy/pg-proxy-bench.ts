@@ -4,6 +4,7 @@
  *
  *   node --import tsx bench/pg-proxy/pg-proxy-bench.ts [--seconds 12] [--clients 8] [--threads 2]
  *        [--mode simple|prepared] [--workers N] [--no-summary-cache] [--profile] [--baseline-pipe]
+ *        [--upstream tcp|socket]
  *
  * - direct:    pgbench → Postgres 127.0.0.1:5432.
  * - pgbouncer: pgbench → our own pgbouncer (Debian package; session pooling, auth_type trust,
@@ -48,6 +49,9 @@ const { values } = parseArgs({
     mode: { type: 'string', default: 'simple' },
     workers: { type: 'string', default: '1' },
     'no-summary-cache': { type: 'boolean', default: false },
+    // How pgbouncer, the proxy and the relay reach Postgres: `tcp` (127.0.0.1:5432) or
+    // `socket` (its Unix socket in /var/run/postgresql, as a pooler beside its database would).
+    upstream: { type: 'string', default: 'tcp' },
   },
 });
 const SECONDS = Math.max(1, Math.min(120, Number(values.seconds)));
@@ -58,6 +62,9 @@ const MODE = values.mode === 'prepared' ? 'prepared' : 'simple';
 const WORKERS = Math.max(1, Math.min(64, Number(values.workers) || 1));
 const SUMMARY_CACHE = !values['no-summary-cache'];
 const SCALE = 1;
+const PG_SOCKET_DIR = '/var/run/postgresql';
+/** The host every proxy under test connects to: the same for pgbouncer, scopegate and the relay. */
+const UPSTREAM_HOST = values.upstream === 'socket' ? PG_SOCKET_DIR : PG.host;
 const WARMUP_S = 3;
 
 const load = () => os.loadavg().map((l) => l.toFixed(2)).join(' ');
@@ -126,7 +133,7 @@ async function startPgbouncer(dir: string, database: string): Promise<{ port: nu
     ini,
     [
       '[databases]',
-      `bench = host=${PG.host} port=${PG.port} dbname=${database} user=postgres`,
+      `bench = host=${UPSTREAM_HOST} port=${PG.port} dbname=${database} user=postgres`,
       '[pgbouncer]',
       'listen_addr = 127.0.0.1',
       `listen_port = ${port}`,
@@ -181,7 +188,7 @@ async function startProxy(pdp: RunningPdp, database: string, profileDir: string 
     env: {
       ...process.env,
       SCOPEGATE_PG_LISTEN_PORT: String(port),
-      SCOPEGATE_PG_UPSTREAM_HOST: PG.host,
+      SCOPEGATE_PG_UPSTREAM_HOST: UPSTREAM_HOST,
       SCOPEGATE_PG_UPSTREAM_PORT: String(PG.port),
       SCOPEGATE_PG_UPSTREAM_DATABASE: database,
       SCOPEGATE_PG_UPSTREAM_USER: PG.user,
@@ -210,7 +217,7 @@ async function startProxy(pdp: RunningPdp, database: string, profileDir: string 
  */
 async function startNodePipe(): Promise<{ port: number; stop(): Promise<void> }> {
   const port = await freePort();
-  const code = `const net=require('node:net');net.createServer((s)=>{s.setNoDelay(true);const u=net.connect(${PG.port},'${PG.host}');u.setNoDelay(true);s.pipe(u);u.pipe(s);s.on('error',()=>u.destroy());u.on('error',()=>s.destroy());}).listen(${port},'127.0.0.1');`;
+  const code = `const net=require('node:net');net.createServer((s)=>{s.setNoDelay(true);const u=net.connect(${JSON.stringify(UPSTREAM_HOST.startsWith('/') ? { path: `${UPSTREAM_HOST}/.s.PGSQL.${PG.port}` } : { host: PG.host, port: PG.port })});u.setNoDelay(true);s.pipe(u);u.pipe(s);s.on('error',()=>u.destroy());u.on('error',()=>s.destroy());}).listen(${port},'127.0.0.1');`;
   const child = spawn(process.execPath, ['-e', code], { stdio: 'ignore' });
   await waitForPort(port, 'node pipe');
   return {
@@ -263,7 +270,7 @@ function summariseProfile(file: string, top = 25): string {
 
 async function main(): Promise<void> {
   console.log(
-    `pg-proxy benchmark: ${CLIENTS} clients, ${THREADS} threads, ${SECONDS} s per phase, scale ${SCALE}, -M ${MODE}; proxy workers ${WORKERS}, summary cache ${SUMMARY_CACHE ? 'on' : 'off'}; ${os.cpus().length} CPUs`,
+    `pg-proxy benchmark: ${CLIENTS} clients, ${THREADS} threads, ${SECONDS} s per phase, scale ${SCALE}, -M ${MODE}; proxy workers ${WORKERS}, summary cache ${SUMMARY_CACHE ? 'on' : 'off'}; upstream over ${UPSTREAM_HOST.startsWith("/") ? "the Unix socket" : "TCP"}; ${os.cpus().length} CPUs`,
   );
   console.log(`load average at start: ${load()}`);
   const database = `sg_bench_pgproxy_${randomBytes(4).toString('hex')}`;

@@ -197,6 +197,20 @@ describe('pg-proxy: clients and protocol', () => {
     await sendCancel(h.port, processID, secretKey);
     await assert.rejects(long, (e: { code?: string }) => e.code === '57014');
   });
+  it('reaches Postgres over its Unix socket when the upstream host is a folder, cancel included', async () => {
+    // libpq's convention: a host starting with "/" is the socket's folder (<folder>/.s.PGSQL.<port>).
+    const socketDir = process.env.TEST_PG_SOCKET_DIR ?? '/var/run/postgresql';
+    const p = await h.startProxy({ upstream: { host: socketDir, port: 5432, user: 'postgres', database: h.db } });
+    const c = await p.client(readerToken);
+    // Over the socket the backend sees no client address; over TCP it would be 127.0.0.1.
+    assert.deepEqual((await c.query('select inet_client_addr() as a')).rows, [{ a: null }]);
+    assert.equal((await c.query('select note from orders where id = 10')).rows.length, 1);
+    const long = c.query('select count(*) from generate_series(1, 200000000)');
+    await new Promise((r) => setTimeout(r, 300));
+    const { processID, secretKey } = c as unknown as { processID: number; secretKey: number };
+    await sendCancel(p.port, processID, secretKey);
+    await assert.rejects(long, (e: { code?: string }) => e.code === '57014');
+  });
   it('refuses replication and options startup parameters', async () => {
     const reply = await rawBytes(h.port, encodeStartup({ user: 'x', database: 'x', replication: 'database' }));
     assert.equal(String.fromCharCode(reply[0] ?? 0), 'E');

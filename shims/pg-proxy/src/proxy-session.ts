@@ -36,7 +36,7 @@ import {
 import { AUTH, BACKEND, ERROR_FIELDS, FRONTEND, SQLSTATE, STARTUP_CODES, TX_STATUS } from './message-codes.js';
 import { newSessionObjects, type SessionObjects, type SummaryResult } from './sql-summary.js';
 import type { SummaryCache } from './summary-cache.js';
-import { connectUpstream, UpstreamError, type UpstreamConnection } from './upstream-connection.js';
+import { connectUpstream, upstreamAddress, UpstreamError, type UpstreamConnection } from './upstream-connection.js';
 import {
   authenticationRequest,
   BodyReader,
@@ -334,7 +334,7 @@ export class ProxySession {
   cancelUpstream(): void {
     const up = this.#upstream;
     if (!up) return;
-    const s = net.connect({ host: this.cfg.upstream.host, port: this.cfg.upstream.port }, () => s.end(cancelRequest(up.pid, up.secret)));
+    const s = net.connect(upstreamAddress(this.cfg.upstream.host, this.cfg.upstream.port), () => s.end(cancelRequest(up.pid, up.secret)));
     s.on('error', () => s.destroy());
     s.setTimeout(5000, () => s.destroy());
   }

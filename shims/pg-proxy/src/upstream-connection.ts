@@ -75,12 +75,20 @@ export class UpstreamError extends Error {
  */
 const READ_BUFFER = Buffer.allocUnsafe(64 * 1024);
 
+/**
+ * Where to connect for an upstream `host` and `port`, the way libpq reads them: a host that
+ * starts with `/` is the folder of Postgres's Unix socket (`<folder>/.s.PGSQL.<port>`), as
+ * for a shim running beside its database; anything else is a TCP host name or address.
+ */
+export function upstreamAddress(host: string, port: number): { path: string } | { host: string; port: number } {
+  return host.startsWith('/') ? { path: `${host.replace(/\/+$/, '')}/.s.PGSQL.${port}` } : { host, port };
+}
+
 export async function connectUpstream(opts: UpstreamOptions): Promise<UpstreamConnection> {
   const framer = new MessageFramer('typed', opts.maxMessageBytes);
   let handler = (chunk: Buffer): void => framer.push(chunk);
   const socket = net.connect({
-    host: opts.host,
-    port: opts.port,
+    ...upstreamAddress(opts.host, opts.port),
     onread: {
       buffer: READ_BUFFER,
       callback: (nread: number, buf: Uint8Array): boolean => {
