@@ -1,6 +1,6 @@
 /**
- * Child of kill9-durability.ts: a decision-log writer under load. When each append returns
- * (the moment the PDP answers the decision) it reports the decision id on stdout. Appends
+ * Child of kill9-durability.ts: a decision-log writer under load. Once a turn's appends are
+ * journaled (the moment the PDP answers those decisions) it reports their ids on stdout. Appends
  * come 200 per event-loop turn, as concurrent requests would, and the loop turns between
  * them (timers and I/O run, as in a server).
  */
@@ -20,7 +20,8 @@ for (let i = 0; i < 50_000; i++) {
     log.append(e);
     answered += e.decision_id + '\n';
   }
-  // The ids are reported only after their appends returned.
+  // The ids are reported only once journaled, as the PDP answers.
+  await log.journaled();
   if (!process.stdout.write(answered)) await new Promise((resolve) => process.stdout.once('drain', resolve));
   await new Promise((resolve) => setImmediate(resolve));
 }

@@ -7,7 +7,8 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { chmod, mkdir, readdir, rmdir, symlink, writeFile } from 'node:fs/promises';
+import { readdirSync, readFileSync } from 'node:fs';
+import { chmod, mkdir, readdir, readFile, rmdir, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { createDecisionLog } from '../../pdp-server/src/audit/decision-log.js';
 import { copyLine } from '../../pdp-server/src/audit/copy-format.js';
@@ -35,18 +36,46 @@ describe('decision spool tiers (postgres)', () => {
     await t.cleanup();
   });
 
+  /** A writer on `<dir>/data` with its memory tier in `<dir>/mem`, committing only when flushed. */
+  const memoryTierLog = async (dir: string) => {
+    const mem = path.join(dir, 'mem');
+    const log = await createDecisionLog(t.db, testConfig(path.join(dir, 'data'), { SCOPEGATE_SPOOL_MEMORY_DIR: mem }), silentLog, { commitIntervalMs: 60_000 });
+    return { mem, log };
+  };
+
   it('journals to the memory folder while the database takes the rows, and leaves both folders empty', async () => {
     const tmp = await tempDir('sg-tier-');
     try {
-      const mem = path.join(tmp.dir, 'mem');
-      const log = await createDecisionLog(t.db, testConfig(path.join(tmp.dir, 'data'), { SCOPEGATE_SPOOL_MEMORY_DIR: mem }), silentLog, { commitIntervalMs: 60_000 });
-      const rows = Array.from({ length: 40 }, () => entry({ session_id: 'tier-mem' }));
-      for (const e of rows) log.append(e);
+      const { mem, log } = await memoryTierLog(tmp.dir);
+      for (const e of Array.from({ length: 40 }, () => entry({ session_id: 'tier-mem' }))) log.append(e);
       assert.equal((await segments(mem)).length, 1, 'the open segment is in the memory folder');
       assert.deepEqual(await segments(path.join(tmp.dir, 'data', 'spool')), [], 'nothing on disk');
       await log.flush();
       assert.deepEqual(await sessionCount(t.db, 'tier-mem'), { n: 40, distinct: 40 });
       assert.deepEqual(await segments(mem), []);
+      await log.close();
+    } finally {
+      await tmp.cleanup();
+    }
+  });
+
+  it("journals a turn's entries with one write at the end of the turn; journaled() waits for it", async () => {
+    const tmp = await tempDir('sg-tier-');
+    try {
+      const { mem, log } = await memoryTierLog(tmp.dir);
+      const rows = Array.from({ length: 3 }, () => entry({ session_id: 'tier-group' }));
+      for (const e of rows) log.append(e);
+      // Still in the same turn (synchronous reads): the segment is open, nothing written yet.
+      const [seg] = readdirSync(mem).filter((n) => n.startsWith('seg-'));
+      assert.ok(seg, 'the segment is open');
+      assert.equal(readFileSync(path.join(mem, seg)).length, 0);
+      await log.journaled();
+      const lines = (await readFile(path.join(mem, seg), 'utf8')).replace(/\0+$/, '').split('\n').filter(Boolean);
+      assert.deepEqual(lines.map((l) => l.split('\t')[1]), rows.map((e) => e.decision_id));
+      // Closing the segment writes a pending group first: nothing appended is left behind.
+      log.append(entry({ session_id: 'tier-group' }));
+      await log.flush();
+      assert.deepEqual(await sessionCount(t.db, 'tier-group'), { n: 4, distinct: 4 });
       await log.close();
     } finally {
       await tmp.cleanup();

@@ -1,7 +1,7 @@
 /**
  * Child of decision-spool-tiers.test.ts: a decision-log writer that appends `count` entries
- * with a commit interval far longer than the test, prints each decision id once its append
- * returned (the moment the PDP would answer), then idles until it is killed. Its segments are
+ * with a commit interval far longer than the test, prints the decision ids once they are
+ * journaled (the moment the PDP would answer), then idles until it is killed. Its segments are
  * therefore still in the spool's memory tier, with their COPY uncommitted, when the test
  * sends SIGKILL.
  */
@@ -19,5 +19,7 @@ for (let i = 0; i < Number(count); i++) {
   log.append(e);
   answered += e.decision_id + '\n';
 }
+// What the PDP waits for before it answers.
+await log.journaled();
 process.stdout.write(answered + 'done\n');
 setInterval(() => {}, 1_000);

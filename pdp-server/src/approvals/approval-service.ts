@@ -298,6 +298,8 @@ export async function createApprovalService(
       const a = toApproval(r.rows[0]);
       record(`approval.${status}`, a, [`${status} by ${by.name} (${by.role})`, ...(note ? [`note: ${note}`] : [])]);
       decided.emit(id);
+      // The approver's answer, like a decision's, goes out only once its log entry is journaled.
+      await decisionLog.journaled();
       return a;
     },
 

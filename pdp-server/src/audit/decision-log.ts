@@ -1,7 +1,8 @@
 /**
  * The decision log writer. `append` is synchronous and cheap: it encodes the entry once as a
- * COPY text row, journals that row to the local spool (one write(2), so an answered decision
- * survives a kill -9) and, on Postgres, streams the same row into a `COPY decision_log FROM
+ * COPY text row, journals that row to the local spool (one write(2) per event-loop turn for
+ * all the turn's rows; callers answer after `journaled()`, so an answered decision survives a
+ * kill -9) and, on Postgres, streams the same row into a `COPY decision_log FROM
  * STDIN` held open for the active spool segment; the COPY commits when the segment closes
  * (every `commitIntervalMs` or `batchSize` rows) and the segment file is then deleted. A
  * steady trickle of rows costs the database far less at once than a burst per batch, which
@@ -45,11 +46,16 @@ export interface DecisionLogEntry {
 
 export interface DecisionLog {
   /**
-   * Journals the entry and queues it for the database. Never throws. It returns once the
-   * entry is on the spool (the decide pipeline answers only after that, so an answered
-   * decision survives a crash of the process).
+   * Queues the entry for the spool's journal and the database. Never throws. The journal
+   * write happens at the end of the event-loop turn, grouped with the turn's other entries:
+   * answer only after `journaled()`.
    */
   append(entry: DecisionLogEntry): void;
+  /**
+   * Resolves once every entry appended so far is journaled in the spool. The decide pipeline
+   * answers only after that, so an answered decision survives a crash of the process.
+   */
+  journaled(): Promise<void>;
   /** Everything appended so far is durable (committed to the database, or fsync'ed in the spool). */
   flush(): Promise<void>;
   close(): Promise<void>;
@@ -466,6 +472,7 @@ export async function createDecisionLog(
       retryTimer = null;
       spool.closeSync();
     },
+    journaled: () => spool.journaled(),
     stats() {
       return { ...stats, pendingSegments: pending.length };
     },
@@ -478,5 +485,5 @@ export async function createDecisionLog(
 
 /** The log used when SCOPEGATE_DECISION_LOG=false: decisions are not recorded. */
 export function createDisabledDecisionLog(): DecisionLog {
-  return { append: () => {}, async flush() {}, async close() {} };
+  return { append: () => {}, journaled: async () => {}, async flush() {}, async close() {} };
 }

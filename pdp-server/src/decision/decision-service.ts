@@ -45,7 +45,7 @@ export interface CacheKeyParts {
   context: Pick<DecisionContext, 'chain' | 'step' | 'shim'>;
 }
 export type ApprovalResolver = Pick<ApprovalService, 'resolve'>;
-export type DecisionLogSink = Pick<DecisionLog, 'append'>;
+export type DecisionLogSink = Pick<DecisionLog, 'append' | 'journaled'>;
 export interface DecisionObserver {
   /** Called once per decision, for metrics. */
   observe(d: { effect: Effect; cacheHit: boolean; seconds: number; code: string | undefined }): void;
@@ -139,6 +139,7 @@ export class DecisionService {
       cache_hit: cacheHit,
       approval_id: approvalId,
     });
+    await this.deps.log?.journaled();
     return decision;
   }
 
@@ -194,6 +195,7 @@ export class DecisionService {
       });
       logged += 1;
     }
+    await this.deps.log?.journaled();
     return logged;
   }
 
@@ -247,6 +249,7 @@ export class DecisionService {
       cache_hit: false,
       approval_id: null,
     });
+    await this.deps.log?.journaled();
     if (code) throw new ScopegateError(code);
     return value === undefined ? { decision_id } : { result: value, decision_id };
   }
