@@ -22,6 +22,16 @@ const spoolLine = (e: ReturnType<typeof entry>) => copyLine(e, 'test', JSON.stri
 
 const segments = async (dir: string) => (await readdir(dir)).filter((n) => n.startsWith('seg-'));
 
+/** Run `fn` with a fresh temporary folder, removed afterwards. */
+async function inTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
+  const tmp = await tempDir('sg-tier-');
+  try {
+    await fn(tmp.dir);
+  } finally {
+    await tmp.cleanup();
+  }
+}
+
 async function sessionCount(db: Db, session: string): Promise<{ n: number; distinct: number }> {
   const r = await db.query<{ n: string; d: string }>('SELECT count(*) AS n, count(DISTINCT decision_id) AS d FROM decision_log WHERE session_id = $1', [session]);
   return { n: Number(r.rows[0]!.n), distinct: Number(r.rows[0]!.d) };
@@ -43,26 +53,21 @@ describe('decision spool tiers (postgres)', () => {
     return { mem, log };
   };
 
-  it('journals to the memory folder while the database takes the rows, and leaves both folders empty', async () => {
-    const tmp = await tempDir('sg-tier-');
-    try {
-      const { mem, log } = await memoryTierLog(tmp.dir);
+  it('journals to the memory folder while the database takes the rows, and leaves both folders empty', () =>
+    inTempDir(async (dir) => {
+      const { mem, log } = await memoryTierLog(dir);
       for (const e of Array.from({ length: 40 }, () => entry({ session_id: 'tier-mem' }))) log.append(e);
       assert.equal((await segments(mem)).length, 1, 'the open segment is in the memory folder');
-      assert.deepEqual(await segments(path.join(tmp.dir, 'data', 'spool')), [], 'nothing on disk');
+      assert.deepEqual(await segments(path.join(dir, 'data', 'spool')), [], 'nothing on disk');
       await log.flush();
       assert.deepEqual(await sessionCount(t.db, 'tier-mem'), { n: 40, distinct: 40 });
       assert.deepEqual(await segments(mem), []);
       await log.close();
-    } finally {
-      await tmp.cleanup();
-    }
-  });
+    }));
 
-  it("journals a turn's entries with one write at the end of the turn; journaled() waits for it", async () => {
-    const tmp = await tempDir('sg-tier-');
-    try {
-      const { mem, log } = await memoryTierLog(tmp.dir);
+  it("journals a turn's entries with one write at the end of the turn; journaled() waits for it", () =>
+    inTempDir(async (dir) => {
+      const { mem, log } = await memoryTierLog(dir);
       const rows = Array.from({ length: 3 }, () => entry({ session_id: 'tier-group' }));
       for (const e of rows) log.append(e);
       // Still in the same turn (synchronous reads): the segment is open, nothing written yet.
@@ -77,10 +82,7 @@ describe('decision spool tiers (postgres)', () => {
       await log.flush();
       assert.deepEqual(await sessionCount(t.db, 'tier-group'), { n: 4, distinct: 4 });
       await log.close();
-    } finally {
-      await tmp.cleanup();
-    }
-  });
+    }));
 
   it('moves segments to disk while the database is unreachable; the next start replays them once', async () => {
     const tmp = await tempDir('sg-tier-');
@@ -112,12 +114,11 @@ describe('decision spool tiers (postgres)', () => {
     }
   });
 
-  it('recovers both folders in order; a segment in both is stored once and a stray .tmp copy is dropped', async () => {
-    const tmp = await tempDir('sg-tier-');
-    try {
-      const dataDir = path.join(tmp.dir, 'data');
+  it('recovers both folders in order; a segment in both is stored once and a stray .tmp copy is dropped', () =>
+    inTempDir(async (dir) => {
+      const dataDir = path.join(dir, 'data');
       const disk = path.join(dataDir, 'spool');
-      const mem = path.join(tmp.dir, 'mem');
+      const mem = path.join(dir, 'mem');
       await mkdir(disk, { recursive: true });
       await mkdir(mem, { mode: 0o700 });
       const a = entry({ session_id: 'tier-recover' });
@@ -141,17 +142,13 @@ describe('decision spool tiers (postgres)', () => {
       await log.flush();
       assert.deepEqual(await sessionCount(t.db, 'tier-recover'), { n: 4, distinct: 4 });
       await log.close();
-    } finally {
-      await tmp.cleanup();
-    }
-  });
+    }));
 
-  it('writes new segments to disk while a backlog is queued', async () => {
-    const tmp = await tempDir('sg-tier-');
-    try {
-      const dataDir = path.join(tmp.dir, 'data');
+  it('writes new segments to disk while a backlog is queued', () =>
+    inTempDir(async (dir) => {
+      const dataDir = path.join(dir, 'data');
       const disk = path.join(dataDir, 'spool');
-      const mem = path.join(tmp.dir, 'mem');
+      const mem = path.join(dir, 'mem');
       await mkdir(disk, { recursive: true });
       // Six segments left by an earlier process: a backlog to replay first.
       for (let n = 1; n <= 6; n++) {
@@ -168,16 +165,12 @@ describe('decision spool tiers (postgres)', () => {
       assert.equal((await segments(mem)).length, 1);
       await log.close();
       assert.deepEqual(await sessionCount(t.db, 'tier-backlog'), { n: 8, distinct: 8 });
-    } finally {
-      await tmp.cleanup();
-    }
-  });
+    }));
 
-  it('loses no answered decision when the writer is killed with its segment only in memory', async () => {
-    const tmp = await tempDir('sg-tier-');
-    try {
-      const dataDir = path.join(tmp.dir, 'data');
-      const mem = path.join(tmp.dir, 'mem');
+  it('loses no answered decision when the writer is killed with its segment only in memory', () =>
+    inTempDir(async (dir) => {
+      const dataDir = path.join(dir, 'data');
+      const mem = path.join(dir, 'mem');
       const child = spawn(process.execPath, ['--import', 'tsx', path.join(import.meta.dirname, 'spool-writer-child.ts'), t.url!, dataDir, mem, '500'], {
         stdio: ['ignore', 'pipe', 'inherit'],
       });
@@ -200,57 +193,46 @@ describe('decision spool tiers (postgres)', () => {
       assert.deepEqual(new Set(r.rows.map((x) => x.decision_id)), new Set(answered));
       assert.equal(r.rows.length, 500);
       await log.close();
-    } finally {
-      await tmp.cleanup();
-    }
-  });
+    }));
 });
 
 describe('decision spool memory folder', () => {
   const warnings: string[] = [];
   const warn = (m: string) => warnings.push(m);
 
-  it('uses a private folder under /dev/shm by default on Linux, the same one for the same data folder', async () => {
-    const tmp = await tempDir('sg-tier-');
-    try {
-      const a = resolveMemoryDir(tmp.dir, 'auto', warn);
+  it('uses a private folder under /dev/shm by default on Linux, the same one for the same data folder', () =>
+    inTempDir(async (dir) => {
+      const a = resolveMemoryDir(dir, 'auto', warn);
       if (process.platform === 'linux') {
         assert.match(a ?? '', /^\/dev\/shm\/scopegate-\d+-[0-9a-f]{16}$/);
-        assert.equal(resolveMemoryDir(tmp.dir, 'auto', warn), a);
+        assert.equal(resolveMemoryDir(dir, 'auto', warn), a);
         const other = await tempDir('sg-tier-');
         const b = resolveMemoryDir(other.dir, 'auto', warn);
         assert.notEqual(b, a);
         await other.cleanup();
         for (const d of [a, b]) if (d) await rmdir(d);
       }
-      assert.equal(resolveMemoryDir(tmp.dir, 'off', warn), null);
-    } finally {
-      await tmp.cleanup();
-    }
-  });
+      assert.equal(resolveMemoryDir(dir, 'off', warn), null);
+    }));
 
-  it('refuses a folder others can open, or a symbolic link, and falls back to disk with a warning', async () => {
-    const tmp = await tempDir('sg-tier-');
-    try {
-      const open = path.join(tmp.dir, 'open');
+  it('refuses a folder others can open, or a symbolic link, and falls back to disk with a warning', () =>
+    inTempDir(async (dir) => {
+      const open = path.join(dir, 'open');
       await mkdir(open);
       await chmod(open, 0o777);
       warnings.length = 0;
-      assert.equal(resolveMemoryDir(tmp.dir, open, warn), null);
+      assert.equal(resolveMemoryDir(dir, open, warn), null);
       assert.match(warnings[0] ?? '', /open to other users/);
 
-      const target = path.join(tmp.dir, 'target');
+      const target = path.join(dir, 'target');
       await mkdir(target, { mode: 0o700 });
-      const link = path.join(tmp.dir, 'link');
+      const link = path.join(dir, 'link');
       await symlink(target, link);
       warnings.length = 0;
-      assert.equal(resolveMemoryDir(tmp.dir, link, warn), null);
+      assert.equal(resolveMemoryDir(dir, link, warn), null);
       assert.match(warnings[0] ?? '', /symbolic link/);
 
-      const own = path.join(tmp.dir, 'own');
-      assert.equal(resolveMemoryDir(tmp.dir, own, warn), own, 'a new folder is created 0700 and accepted');
-    } finally {
-      await tmp.cleanup();
-    }
-  });
+      const own = path.join(dir, 'own');
+      assert.equal(resolveMemoryDir(dir, own, warn), own, 'a new folder is created 0700 and accepted');
+    }));
 });

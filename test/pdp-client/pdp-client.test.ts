@@ -63,16 +63,16 @@ describe('PdpClient', () => {
       const plain = { sql: { statements: [statement()], fingerprint: 'fp-1' } };
       // text_sha256 is left out of the key, and read lazily: a getter that throws proves it is not evaluated.
       const lazy = { sql: { statements: frozen as unknown as typeof plain.sql.statements, fingerprint: 'fp-1', get text_sha256(): string { throw new Error('read'); } } };
-      assert.equal(client.cachedAllow({ token, resource: ORDERS, request: plain }), undefined);
+      assert.equal(client.cachedAllowLease({ token, resource: ORDERS, request: plain })?.decision, undefined);
       const first = await client.decide({ token, resource: ORDERS, request: plain });
       assert.equal(first.effect, 'allow');
-      assert.equal(client.cachedAllow({ token, resource: ORDERS, request: lazy })?.decision_id, first.decision_id, 'frozen and plain lists share the entry');
-      assert.equal(client.cachedAllow({ token, resource: ORDERS, request: lazy })?.decision_id, first.decision_id, 'memoized JSON keys the same');
+      assert.equal(client.cachedAllowLease({ token, resource: ORDERS, request: lazy })?.decision.decision_id, first.decision_id, 'frozen and plain lists share the entry');
+      assert.equal(client.cachedAllowLease({ token, resource: ORDERS, request: lazy })?.decision.decision_id, first.decision_id, 'memoized JSON keys the same');
       // Different statements, fingerprint or resource: no hit.
       const other = { sql: { statements: [{ ...statement(), columns: ['public.orders.total'] }], fingerprint: 'fp-1' } };
-      assert.equal(client.cachedAllow({ token, resource: ORDERS, request: other }), undefined);
-      assert.equal(client.cachedAllow({ token, resource: ORDERS, request: { sql: { statements: frozen as unknown as typeof plain.sql.statements, fingerprint: 'fp-2' } } }), undefined);
-      assert.equal(client.cachedAllow({ token, resource: { kind: 'sql', name: 'other-db' }, request: plain }), undefined);
+      assert.equal(client.cachedAllowLease({ token, resource: ORDERS, request: other })?.decision, undefined);
+      assert.equal(client.cachedAllowLease({ token, resource: ORDERS, request: { sql: { statements: frozen as unknown as typeof plain.sql.statements, fingerprint: 'fp-2' } } })?.decision, undefined);
+      assert.equal(client.cachedAllowLease({ token, resource: { kind: 'sql', name: 'other-db' }, request: plain })?.decision, undefined);
       // A lease on the cached allow holds until the cache is dropped (as on a revocation).
       const lease = client.cachedAllowLease({ token, resource: ORDERS, request: plain });
       assert.ok(lease && client.leaseValid(lease));

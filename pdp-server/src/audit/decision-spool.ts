@@ -222,7 +222,7 @@ export class DecisionSpool {
    * turn that appended it, and before the segment is closed, so a group never outlives its
    * segment. Never throws: a failed write marks the segment not intact (see onWriteError).
    */
-  writeGroup(): void {
+  private writeGroup(): void {
     if (this.groupWritten === null) return;
     const lines = this.group;
     const done = this.resolveGroup;
@@ -337,7 +337,7 @@ export class DecisionSpool {
 
   /**
    * Entries of a segment file in order. A torn last line (the process died mid-write) is
-   * skipped: its decision was never answered, because append returns only after the write.
+   * skipped: its decision was never answered, because answers wait for `journaled()`.
    */
   async read(seg: Segment): Promise<{ entries: DecisionLogEntry[]; torn: number }> {
     // A segment of a killed process still has the zeros its file was extended with.

@@ -162,11 +162,11 @@ export class DecisionService {
       }),
     );
     const now = Date.now();
+    // Rows are filed by time: keep a shim's clock from placing them outside the last day.
+    const at = (ms: number) => new Date(Math.min(now, Math.max(now - 86_400_000, ms))).toISOString();
     let logged = 0;
     for (const use of report.uses) {
       const who = claims[use.token] ?? { code: 'token_missing' as ErrorCode };
-      // Rows are filed by time: keep a shim's clock from placing them outside the last day.
-      const at = (ms: number) => new Date(Math.min(now, Math.max(now - 86_400_000, ms))).toISOString();
       const context = use.context ?? {};
       this.deps.log?.append({
         decision_id: newDecisionId(),

@@ -133,15 +133,9 @@ export class PdpClient {
    * The cached allow decision for exactly this request, synchronously, or undefined (then
    * call `decide`). Lets a hot path skip a promise per request; same rules as `decide`'s
    * cache: served only while the revocation feed is live, and the whole token must match.
-   */
-  cachedAllow(req: DecideRequest): Decision | undefined {
-    return this.cachedAllowLease(req)?.decision;
-  }
-
-  /**
-   * `cachedAllow`, with the terms under which a caller may reuse the answer for the same
-   * request without looking it up again: until the entry's ttl ends and as long as the cache
-   * has not been dropped since (a revocation, a lost feed) — check with `leaseValid`.
+   * It comes with the terms under which a caller may reuse it for the same request without
+   * looking it up again: until the entry's ttl ends and as long as the cache has not been
+   * dropped since (a revocation, a lost feed) — check with `leaseValid`.
    */
   cachedAllowLease(req: DecideRequest): AllowLease | undefined {
     if (!this.#cache || !this.cacheLive) return undefined;

@@ -115,24 +115,27 @@ function matchColumn(plan: MaskPlan, name: string): MaskMethod | undefined {
   return plan.columns.get(`*.*.${bare}`);
 }
 
+/** Whether a result column's mask action depends on its catalog name. */
+function needsName(f: FieldDescription, plan: MaskPlan): boolean {
+  return plan.columns.size > 0 && f.tableOid !== 0 && f.column > 0;
+}
+
+/** A catalog lookup that failed: the column's origin cannot be proved. */
+const LOOKUP_FAILED = Symbol('lookup failed');
+
 /**
- * `fieldActions` when every column name it needs is in the catalog's cache (the common case
- * after the first result of a table), without a promise; undefined when a lookup is needed.
+ * The mask action of one result column. `name` is its catalog name when `needsName`: null
+ * when the table has no such column, LOOKUP_FAILED when it could not be looked up (then the
+ * column gets the plan's strictest method).
  */
-export function cachedFieldActions(fields: readonly FieldDescription[], plan: MaskPlan, catalog: ColumnCatalog): FieldAction[] | undefined {
-  if (!catalog.cachedColumnName) return undefined;
-  const out: FieldAction[] = [];
-  for (const f of fields) {
-    let action: FieldAction;
-    if (plan.columns.size > 0 && f.tableOid !== 0 && f.column > 0) {
-      const name = catalog.cachedColumnName(f.tableOid, f.column);
-      if (name === undefined) return undefined;
-      if (name !== null) action = matchColumn(plan, name);
-    } else if (plan.tainted) action = strictestMethod(plan);
-    if (action === undefined && plan.text) action = 'detect';
-    out.push(action);
-  }
-  return out;
+function actionFor(f: FieldDescription, plan: MaskPlan, name: string | null | typeof LOOKUP_FAILED): FieldAction {
+  let action: FieldAction;
+  if (needsName(f, plan)) {
+    if (name === LOOKUP_FAILED) action = strictestMethod(plan);
+    else if (name !== null) action = matchColumn(plan, name);
+  } else if (plan.tainted) action = strictestMethod(plan);
+  if (action === undefined && plan.text) action = 'detect';
+  return action;
 }
 
 /** The strictest column method of a plan: what a column of unprovable origin gets. */
@@ -141,24 +144,38 @@ function strictestMethod(plan: MaskPlan): MaskMethod {
   return 'redact';
 }
 
-export async function fieldActions(fields: readonly FieldDescription[], plan: MaskPlan, catalog: ColumnCatalog): Promise<FieldAction[]> {
-  const strictest: MaskMethod = [...plan.columns.values()].includes('null') ? 'null' : 'redact';
+/**
+ * `fieldActions` when every column name it needs is in the catalog's cache (the common case
+ * after the first result of a table), without a promise; undefined when a lookup is needed.
+ */
+export function cachedFieldActions(fields: readonly FieldDescription[], plan: MaskPlan, catalog: ColumnCatalog): FieldAction[] | undefined {
+  if (!catalog.cachedColumnName) return undefined;
   const out: FieldAction[] = [];
   for (const f of fields) {
-    let action: FieldAction;
-    if (plan.columns.size > 0 && f.tableOid !== 0 && f.column > 0) {
-      let name: string | undefined;
+    let name: string | null = null;
+    if (needsName(f, plan)) {
+      const cached = catalog.cachedColumnName(f.tableOid, f.column);
+      if (cached === undefined) return undefined;
+      name = cached;
+    }
+    out.push(actionFor(f, plan, name));
+  }
+  return out;
+}
+
+export async function fieldActions(fields: readonly FieldDescription[], plan: MaskPlan, catalog: ColumnCatalog): Promise<FieldAction[]> {
+  const out: FieldAction[] = [];
+  for (const f of fields) {
+    let name: string | null | typeof LOOKUP_FAILED = null;
+    if (needsName(f, plan)) {
       try {
-        name = await catalog.columnName(f.tableOid, f.column);
+        name = (await catalog.columnName(f.tableOid, f.column)) ?? null;
       } catch {
         // Cannot prove what the column is: mask it.
-        name = undefined;
-        action = strictest;
+        name = LOOKUP_FAILED;
       }
-      if (name !== undefined) action = matchColumn(plan, name);
-    } else if (plan.tainted) action = strictest;
-    if (action === undefined && plan.text) action = 'detect';
-    out.push(action);
+    }
+    out.push(actionFor(f, plan, name));
   }
   return out;
 }

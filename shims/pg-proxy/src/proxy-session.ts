@@ -392,9 +392,10 @@ export class ProxySession {
       const pid = r.int32();
       const secret = r.int32();
       const owner = this.cfg.cancelKeys.get(`${pid}:${secret}`);
+      const forward = owner === undefined && workerOfProcessId(pid) !== this.cfg.workerIndex ? this.cfg.forwardCancel : undefined;
       if (owner) owner.cancelUpstream();
-      else if (this.cfg.forwardCancel && workerOfProcessId(pid) !== this.cfg.workerIndex) this.cfg.forwardCancel(pid, secret);
-      this.cfg.log({ event: 'cancel_request', routed: owner ? 'local' : this.cfg.forwardCancel && workerOfProcessId(pid) !== this.cfg.workerIndex ? 'forwarded' : 'unknown' });
+      else forward?.(pid, secret);
+      this.cfg.log({ event: 'cancel_request', routed: owner ? 'local' : forward ? 'forwarded' : 'unknown' });
       this.close('cancel request');
       return;
     }

@@ -677,7 +677,8 @@ export function summarizeTraced(sql: string, session: SessionObjects): TracedSum
   };
 }
 
-const NO_CHANGES = (): void => undefined;
+/** `apply` of a summary that changes no session object. */
+export const NO_CHANGES = (): void => undefined;
 
 function freezeStatement(st: SqlStatement): void {
   if (Object.isFrozen(st)) return;

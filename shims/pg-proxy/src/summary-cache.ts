@@ -19,7 +19,7 @@
  * caller hashes the exact text.
  */
 import { literalKey, type LiteralKey } from './literal-key.js';
-import { summarizeTraced, type SessionObjects, type SummaryResult, type TracedSummary } from './sql-summary.js';
+import { NO_CHANGES, summarizeTraced, type SessionObjects, type SummaryResult, type TracedSummary } from './sql-summary.js';
 import type { SqlStatement } from '../../../pdp-server/src/contract.js';
 
 /**
@@ -31,7 +31,6 @@ import type { SqlStatement } from '../../../pdp-server/src/contract.js';
 const CACHEABLE_TYPES = new Set(['SelectStmt', 'InsertStmt', 'UpdateStmt', 'DeleteStmt', 'TransactionStmt']);
 /** Texts longer than this are not cached (bounds the cache's memory together with `maxEntries`). */
 const MAX_TEXT_LENGTH = 8192;
-const NO_CHANGES = (): void => undefined;
 
 /** A stored summary, as handed to every hit (the same frozen object each time: nothing per hit is allocated). */
 type Entry = Readonly<Extract<SummaryResult, { ok: true }>>;
