@@ -117,6 +117,34 @@ dangerous_function(name) if {
 	startswith(name, prefix)
 }
 
+# A column the shim masks may not decide which rows come back, how many or in what order:
+# `WHERE ssn LIKE '1%'` would read it back one question at a time. The summariser lists
+# such columns as `filter_columns` (WHERE, JOIN conditions, GROUP BY, HAVING, ORDER BY,
+# DISTINCT ON, LIMIT, set-returning function arguments, and sub-selects in them). A
+# resource may let named columns be filtered on anyway (`filterable_masked_columns`), e.g.
+# an email an agent looks customers up by.
+deny contains concat(" ", ["masked_column_in_filter", col]) if {
+	some st in statements
+	some f in object.get(st, "filter_columns", [])
+	some col, _ in object.get(resource_cfg, "sensitive_columns", {})
+	not col in object.get(resource_cfg, "filterable_masked_columns", [])
+	filter_reaches(f, col)
+}
+
+filter_reaches(f, col) if f == col
+
+# A whole-row reference (`WHERE c::text LIKE …`) reaches every column of its relation.
+filter_reaches(f, col) if {
+	endswith(f, ".*")
+	startswith(col, trim_suffix(f, "*"))
+}
+
+# A column the summariser could not tie to a relation (`?.ssn`) may be any relation's.
+filter_reaches(f, col) if {
+	startswith(f, "?.")
+	endswith(col, substring(f, 1, -1))
+}
+
 # --- approval on production resources ------------------------------------------------
 
 # Relations an approval rule looks at: the written ones when the summariser names them.

@@ -61,6 +61,43 @@ test_masks_sensitive_columns_of_touched_relations if {
 	{"target": "public.customers.ssn", "method": "redact"} in d.obligations.mask
 }
 
+filtered(command, relations, filters) := object.union(stmt(command, relations), {"filter_columns": filters})
+
+test_masked_column_in_a_filter_is_denied if {
+	d := decide(["sql:orders-db:select:*"], [filtered("select", ["public.customers"], ["public.customers.id", "public.customers.ssn"])])
+	d.effect == "deny"
+	"masked_column_in_filter public.customers.ssn" in d.reasons
+}
+
+test_unmasked_column_in_a_filter_is_allowed if {
+	d := decide(["sql:orders-db:select:*"], [filtered("select", ["public.customers"], ["public.customers.id"])])
+	d.effect == "allow"
+	"public.customers.ssn" in {m.target | some m in d.obligations.mask}
+}
+
+test_whole_row_and_unattributed_filters_reach_masked_columns if {
+	whole := decide(["sql:orders-db:select:*"], [filtered("select", ["public.customers"], ["public.customers.*"])])
+	"masked_column_in_filter public.customers.email" in whole.reasons
+	loose := decide(["sql:orders-db:select:*"], [filtered("select", [], ["?.salary"])])
+	loose.reasons == ["masked_column_in_filter public.payroll.salary"]
+
+	# `public.customers_archive.*` is another relation, not a prefix match.
+	decide(["sql:orders-db:select:*"], [filtered("select", ["public.customers_archive"], ["public.customers_archive.*"])]).effect == "allow"
+}
+
+test_filterable_masked_columns_opt_out_one_column if {
+	cfg := {"sql": {"resources": {"orders-db": {
+		"sensitive_columns": {"public.customers.email": "hash", "public.customers.ssn": "redact"},
+		"filterable_masked_columns": ["public.customers.email"],
+	}}}}
+	by_email := main.decision with input as sql_input(["sql:orders-db:select:*"], [filtered("select", ["public.customers"], ["public.customers.email"])])
+		with data.scopegate_config.sql.resources as cfg.sql.resources
+	by_email.effect == "allow"
+	by_ssn := main.decision with input as sql_input(["sql:orders-db:select:*"], [filtered("select", ["public.customers"], ["public.customers.ssn"])])
+		with data.scopegate_config.sql.resources as cfg.sql.resources
+	by_ssn.reasons == ["masked_column_in_filter public.customers.ssn"]
+}
+
 test_no_mask_for_other_relation_with_common_prefix if {
 	d := decide(["sql:orders-db:select:*"], [stmt("select", ["public.customers_archive"])])
 	d.obligations == {}

@@ -6,7 +6,7 @@
  * pressure stall information) — the part of a latency figure that is the machine's, not
  * the server's. Both are undefined where /proc does not provide them.
  */
-import { readFile } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 
 /** Clock ticks per second of /proc's CPU counters (USER_HZ: 100 on every mainstream Linux build). */
 const USER_HZ = 100;
@@ -23,6 +23,68 @@ export async function cpuSeconds(pid: number): Promise<number | undefined> {
   } catch {
     return undefined;
   }
+}
+
+/** User and system CPU seconds, as /proc reports them. */
+export interface CpuTimes {
+  user: number;
+  sys: number;
+}
+
+interface ProcStat {
+  pid: number;
+  ppid: number;
+  comm: string;
+  user: number;
+  sys: number;
+}
+
+/** Every process's parent, name and CPU times, from /proc/<pid>/stat (processes that vanish mid-read are skipped). */
+async function allProcesses(): Promise<ProcStat[]> {
+  const out: ProcStat[] = [];
+  for (const name of await readdir('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    const stat = await readFile(`/proc/${name}/stat`, 'utf8').catch(() => '');
+    const close = stat.lastIndexOf(')');
+    if (close < 0) continue;
+    const fields = stat.slice(close + 2).split(' ');
+    out.push({
+      pid: Number(name),
+      comm: stat.slice(stat.indexOf('(') + 1, close),
+      ppid: Number(fields[1]),
+      // Its own time plus its reaped children's (cutime, cstime): Postgres's backends end
+      // with their connections, and their time then shows only in the postmaster's counters.
+      user: (Number(fields[11]) + Number(fields[13])) / USER_HZ,
+      sys: (Number(fields[12]) + Number(fields[14])) / USER_HZ,
+    });
+  }
+  return out;
+}
+
+/**
+ * CPU used so far by a process and its running descendants (a proxy's cluster workers),
+ * or, with `comm`, by every process of that name (all of Postgres's server processes).
+ */
+export async function cpuTimesOf(which: { root: number } | { comm: string }): Promise<CpuTimes> {
+  const procs = await allProcesses();
+  const picked = new Set<number>();
+  if ('comm' in which) {
+    for (const p of procs) if (p.comm === which.comm) picked.add(p.pid);
+  } else {
+    picked.add(which.root);
+    // Parents come before children in no guaranteed order: repeat until nothing is added.
+    for (let grew = true; grew; ) {
+      grew = false;
+      for (const p of procs) if (!picked.has(p.pid) && picked.has(p.ppid)) grew = picked.add(p.pid) !== undefined;
+    }
+  }
+  const t = { user: 0, sys: 0 };
+  for (const p of procs) {
+    if (!picked.has(p.pid)) continue;
+    t.user += p.user;
+    t.sys += p.sys;
+  }
+  return t;
 }
 
 /** Cumulative µs during which at least one task waited for a CPU (/proc/pressure/cpu, "some"). */

@@ -7,7 +7,7 @@
  *   module (opa-wrapper.rego) that verifies the scoped JWT in Rego before evaluating the
  *   same entrypoint — the work the PDP does per decision.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { readdir, writeFile } from 'node:fs/promises';
@@ -80,6 +80,31 @@ async function waitReady(url: string, child: ChildProcess, output: () => string,
   throw new Error(`server not ready at ${url} within ${timeoutMs} ms:\n${output()}`);
 }
 
+/**
+ * Start a server under test the way a deployed service runs: in a session of its own.
+ *
+ * Linux's autogroup scheduling (kernel.sched_autogroup_enabled=1, its default, in effect
+ * wherever no cgroups of a service manager already separate services, as on this machine)
+ * shares the CPU fairly between sessions first and between processes only within one. A
+ * server left in the benchmark's session would share one slice with the load generator,
+ * while Postgres and a daemonised pgbouncer (`-d`) each get a slice of their own; with
+ * `detached` every server under test is on the same footing. A benchmark that dies takes
+ * its servers (their whole process groups) with it.
+ */
+export function spawnService(command: string, args: readonly string[], options: SpawnOptions): ChildProcess {
+  const child = spawn(command, args, { ...options, detached: true });
+  const killGroup = () => {
+    try {
+      if (child.pid !== undefined) process.kill(-child.pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  };
+  process.once('exit', killGroup);
+  child.once('exit', () => process.off('exit', killGroup));
+  return child;
+}
+
 async function stopChild(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return;
   const exited = once(child, 'exit');
@@ -103,7 +128,7 @@ export async function startScopegate(opts: ScopegateOptions): Promise<RunningSco
   const shimKey = randomBytes(24).toString('base64url');
   const nodeArgs = ['--import', 'tsx'];
   if (opts.cpuProfDir !== undefined) nodeArgs.push('--cpu-prof', '--cpu-prof-dir', opts.cpuProfDir);
-  const child = spawn(process.execPath, [...nodeArgs, path.join(REPO_ROOT, 'pdp-server', 'src', 'server.ts')], {
+  const child = spawnService(process.execPath, [...nodeArgs, path.join(REPO_ROOT, 'pdp-server', 'src', 'server.ts')], {
     cwd: REPO_ROOT,
     env: {
       ...cleanEnv(),
@@ -176,7 +201,7 @@ export async function startOpa(opts: OpaOptions): Promise<RunningServer> {
     path.join(BENCH_DIR, 'opa-wrapper.rego'),
     keysFile,
   ];
-  const child = spawn(opts.opaBin, args, { cwd: opts.workDir, env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawnService(opts.opaBin, args, { cwd: opts.workDir, env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
   const output = tail(child);
   const url = `http://127.0.0.1:${port}`;
   try {

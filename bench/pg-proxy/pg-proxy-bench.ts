@@ -25,19 +25,21 @@
  * `--workers N` runs the proxy as N processes (its `workers` setting, node:cluster);
  * `--no-summary-cache` turns its statement summary cache off (to measure what it buys).
  */
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { chownSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { readFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { BUNDLED_POLICY_DIR, REPO_ROOT } from '../../pdp-server/src/config.js';
 import { startPdp, type RunningPdp } from '../../test/support/pdp.js';
-import { freePort } from '../pdp-vs-opa/servers.js';
+import { cpuTimesOf, type CpuTimes } from '../pdp-vs-opa/machine.js';
+import { freePort, spawnService } from '../pdp-vs-opa/servers.js';
 
 const { values } = parseArgs({
   options: {
@@ -100,16 +102,28 @@ interface Target {
   user: string;
   database: string;
   password?: string;
+  /** The process (with its children) whose CPU is charged to this target; none for direct. */
+  pid?: number;
 }
 
 interface Result {
   tps: number;
   latencyMs: number;
   load: string;
+  /** CPU µs per transaction: the target process (user, system), all of Postgres, and pgbench. */
+  cpu: { user: number; sys: number; postgres: number; pgbench: number };
+}
+
+/** CPU seconds of this process's reaped children so far (pgbench runs, once each has exited). */
+async function reapedChildrenCpu(): Promise<number> {
+  const fields = (await readFile('/proc/self/stat', 'utf8')).split(') ')[1]!.split(' ');
+  return (Number(fields[13]) + Number(fields[14])) / 100; // cutime + cstime, USER_HZ ticks
 }
 
 async function pgbench(t: Target, workload: string[], seconds = SECONDS): Promise<Result> {
   const env = { ...process.env, PGSSLMODE: 'disable', ...(t.password ? { PGPASSWORD: t.password } : {}) };
+  const none = { user: 0, sys: 0 };
+  const before = { target: t.pid ? await cpuTimesOf({ root: t.pid }) : none, postgres: await cpuTimesOf({ comm: 'postgres' }), pgbench: await reapedChildrenCpu() };
   const out = await run(
     'pgbench',
     ['-n', '-M', MODE, '-c', String(CLIENTS), '-j', String(THREADS), '-T', String(seconds), '-h', '127.0.0.1', '-p', String(t.port), '-U', t.user, ...workload, t.database],
@@ -121,11 +135,25 @@ async function pgbench(t: Target, workload: string[], seconds = SECONDS): Promis
   const failed = /number of failed transactions: (\d+)/.exec(out)?.[1];
   if (!Number.isFinite(tps) || !Number.isFinite(latencyMs)) throw new Error(`unexpected pgbench output:\n${out}`);
   if (failed !== undefined && failed !== '0') throw new Error(`pgbench reported ${failed} failed transactions:\n${out}`);
-  return { tps, latencyMs, load: load() };
+  const after = { target: t.pid ? await cpuTimesOf({ root: t.pid }) : none, postgres: await cpuTimesOf({ comm: 'postgres' }), pgbench: await reapedChildrenCpu() };
+  const tx = tps * seconds;
+  const us = (s: number) => (s * 1e6) / tx;
+  const pgTotal = (c: CpuTimes) => c.user + c.sys;
+  return {
+    tps,
+    latencyMs,
+    load: load(),
+    cpu: {
+      user: us(after.target.user - before.target.user),
+      sys: us(after.target.sys - before.target.sys),
+      postgres: us(pgTotal(after.postgres) - pgTotal(before.postgres)),
+      pgbench: us(after.pgbench - before.pgbench),
+    },
+  };
 }
 
 /** Our own pgbouncer: generated ini in a temp dir, daemonised as `postgres` (it refuses root). */
-async function startPgbouncer(dir: string, database: string): Promise<{ port: number; stop(): void }> {
+async function startPgbouncer(dir: string, database: string): Promise<{ port: number; pid: number; stop(): void }> {
   const port = await freePort();
   const ini = path.join(dir, 'pgbouncer.ini');
   writeFileSync(path.join(dir, 'userlist.txt'), '"postgres" ""\n');
@@ -168,6 +196,7 @@ async function startPgbouncer(dir: string, database: string): Promise<{ port: nu
   if (!pid) throw new Error('pgbouncer wrote no pidfile');
   return {
     port,
+    pid,
     stop() {
       try {
         process.kill(pid, 'SIGTERM');
@@ -182,7 +211,8 @@ async function startPgbouncer(dir: string, database: string): Promise<{ port: nu
 async function startProxy(pdp: RunningPdp, database: string, profileDir: string | undefined): Promise<{ port: number; child: ChildProcess; stop(): Promise<void> }> {
   const port = await freePort();
   const args = ['--import', 'tsx', ...(profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : []), path.join(REPO_ROOT, 'shims/pg-proxy/src/main.ts')];
-  const child = spawn(process.execPath, args, {
+  // In a session of its own, as pgbouncer's `-d` gives pgbouncer (spawnService).
+  const child = spawnService(process.execPath, args, {
     cwd: REPO_ROOT,
     stdio: ['ignore', 'ignore', 'inherit'],
     env: {
@@ -215,13 +245,14 @@ async function startProxy(pdp: RunningPdp, database: string, profileDir: string 
  * A byte-for-byte TCP relay in a Node process of its own (no parsing, no policy): what a
  * Node hop costs on this machine, to tell the proxy's own work from the runtime's.
  */
-async function startNodePipe(): Promise<{ port: number; stop(): Promise<void> }> {
+async function startNodePipe(): Promise<{ port: number; pid: number; stop(): Promise<void> }> {
   const port = await freePort();
   const code = `const net=require('node:net');net.createServer((s)=>{s.setNoDelay(true);const u=net.connect(${JSON.stringify(UPSTREAM_HOST.startsWith('/') ? { path: `${UPSTREAM_HOST}/.s.PGSQL.${PG.port}` } : { host: PG.host, port: PG.port })});u.setNoDelay(true);s.pipe(u);u.pipe(s);s.on('error',()=>u.destroy());u.on('error',()=>s.destroy());}).listen(${port},'127.0.0.1');`;
-  const child = spawn(process.execPath, ['-e', code], { stdio: 'ignore' });
+  const child = spawnService(process.execPath, ['-e', code], { stdio: 'ignore' });
   await waitForPort(port, 'node pipe');
   return {
     port,
+    pid: child.pid ?? 0,
     async stop() {
       if (child.exitCode !== null) return;
       child.kill('SIGTERM');
@@ -315,13 +346,13 @@ async function main(): Promise<void> {
     writeFileSync(maskedScript, `\\set aid random(1, ${100000 * SCALE})\nSELECT aid, filler FROM pgbench_accounts WHERE aid = :aid;\n`);
     const targets: Target[] = [
       { name: 'direct', port: PG.port, user: PG.user, database },
-      { name: 'pgbouncer', port: bouncer.port, user: 'postgres', database: 'bench' },
-      { name: 'scopegate', port: proxy.port, user: 'agent', database: 'bench', password: token },
+      { name: 'pgbouncer', port: bouncer.port, user: 'postgres', database: 'bench', pid: bouncer.pid },
+      { name: 'scopegate', port: proxy.port, user: 'agent', database: 'bench', password: token, pid: proxy.child.pid ?? 0 },
     ];
     if (values['baseline-pipe']) {
       const pipe = await startNodePipe();
       cleanups.unshift(() => pipe.stop());
-      targets.push({ name: 'node-pipe', port: pipe.port, user: PG.user, database });
+      targets.push({ name: 'node-pipe', port: pipe.port, user: PG.user, database, pid: pipe.pid });
     }
     const workloads: Array<{ name: string; args: string[] }> = [
       { name: 'select-only (-S)', args: ['-S'] },
@@ -347,7 +378,8 @@ async function main(): Promise<void> {
       for (const t of targets) {
         results[t.name] = await pgbench(t, w.args);
         const r = results[t.name] as Result;
-        console.log(`  ${w.name.padEnd(30)} ${t.name.padEnd(10)} ${r.tps.toFixed(0).padStart(7)} tps  ${r.latencyMs.toFixed(3).padStart(7)} ms avg  (load ${r.load})`);
+        const cpu = `${t.pid ? `${t.name} ${r.cpu.user.toFixed(1)} user + ${r.cpu.sys.toFixed(1)} sys, ` : ''}postgres ${r.cpu.postgres.toFixed(1)}, pgbench ${r.cpu.pgbench.toFixed(1)}`;
+        console.log(`  ${w.name.padEnd(30)} ${t.name.padEnd(10)} ${r.tps.toFixed(0).padStart(7)} tps  ${r.latencyMs.toFixed(3).padStart(7)} ms avg  CPU µs/tx: ${cpu}  (load ${r.load})`);
       }
       rows.push({ workload: w.name, results });
     }

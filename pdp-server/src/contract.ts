@@ -52,6 +52,13 @@ export const SqlStatement = Type.Object(
     effects: Type.Optional(StrList()),
     /** Relations written by this statement (insert/update/delete targets, data-modifying CTEs). */
     writes: Type.Optional(StrList()),
+    /**
+     * Columns (a subset-or-more of what is read) that decide which rows come back, how many
+     * or in what order: WHERE, JOIN conditions, GROUP BY, HAVING, window and ORDER BY
+     * clauses, DISTINCT ON, LIMIT/OFFSET, FROM-clause function arguments, and sub-selects in
+     * any of them; through a derived table or CTE, every column that source reads.
+     */
+    filter_columns: Type.Optional(StrList()),
   },
   { additionalProperties: false },
 );

@@ -116,12 +116,12 @@ export async function startHarness(opts: Partial<PgProxyOptions> = {}, hopts: Ha
 }
 
 /** Run a query and return the error's SQLSTATE and message (or throw if it succeeded). */
-export async function queryError(c: pg.Client, sql: string, values?: unknown[]): Promise<{ code: string; message: string }> {
+export async function queryError(c: pg.Client, sql: string, values?: unknown[]): Promise<{ code: string; message: string; detail: string }> {
   try {
     await c.query(sql, values);
   } catch (err) {
-    const e = err as { code?: string; message: string };
-    return { code: e.code ?? '', message: e.message };
+    const e = err as { code?: string; message: string; detail?: string };
+    return { code: e.code ?? '', message: e.message, detail: e.detail ?? '' };
   }
   throw new Error(`expected an error from: ${sql}`);
 }

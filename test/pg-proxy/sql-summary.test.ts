@@ -37,7 +37,7 @@ function refused(sql: string, session: SessionObjects = newSessionObjects()): st
   assert.equal(r.ok, false, `expected ${sql} to be refused`);
   return r.ok ? '' : r.reason;
 }
-const all = (ss: SqlStatement[], k: 'relations' | 'columns' | 'functions' | 'writes' | 'effects') => new Set(ss.flatMap((s) => s[k] ?? []));
+const all = (ss: SqlStatement[], k: 'relations' | 'columns' | 'functions' | 'writes' | 'effects' | 'filter_columns') => new Set(ss.flatMap((s) => s[k] ?? []));
 const commands = (ss: SqlStatement[]) => ss.map((s) => s.command);
 
 describe('sql summary: statements and lexical tricks', () => {
@@ -170,5 +170,50 @@ describe('sql summary: reaching columns indirectly', () => {
     assert.ok(a.ok && b.ok && c.ok);
     assert.equal(a.fingerprint, b.fingerprint);
     assert.notEqual(a.fingerprint, c.fingerprint);
+  });
+});
+
+describe('sql summary: columns that decide which rows come back', () => {
+  const filters = (sql: string) => all(ok(sql), 'filter_columns');
+  const SSN = 'public.customers.ssn';
+  it('reports WHERE, JOIN, GROUP BY, HAVING, ORDER BY, DISTINCT ON and LIMIT columns', () => {
+    for (const sql of [
+      "select name from customers where ssn like '1%'",
+      'select o.id from orders o join customers c on o.note = c.ssn',
+      'select o.id from orders o join customers c using (ssn)',
+      'select count(*) from customers group by ssn',
+      "select count(*) from customers having max(ssn) > '5'",
+      'select name from customers order by ssn',
+      'select distinct on (ssn) name from customers',
+      'select name from customers limit (select length(ssn) from customers limit 1)',
+      'select name from customers union select name from customers order by (select ssn from customers limit 1)',
+      "delete from customers where ssn = '1'",
+    ]) assert.ok(filters(sql).has(SSN), sql);
+  });
+  it('follows sub-selects, derived tables, CTEs, whole rows and set-returning functions', () => {
+    for (const sql of [
+      "select name from customers c where exists (select 1 from customers d where d.ssn like '1%' and d.id = c.id)",
+      "select name from customers where id in (select id from customers where ssn like '1%')",
+      "select s.name from (select name, ssn as x from customers) s where s.x like '1%'",
+      "select s.name from (select name, ssn as x from customers) s where x like '1%'",
+      "with w as (select ssn as x from customers) select count(*) from w where x like '1%'",
+      "select name from customers c where c::text like '%-%'",
+      "select name from customers, lateral generate_series(1, length(ssn)) g",
+      'select name, generate_series(1, length(ssn)) from customers',
+      "select name, unnest(string_to_array(ssn, '-')) from customers",
+      "explain analyze select name from customers where ssn like '1%'",
+    ]) {
+      const f = filters(sql);
+      assert.ok(f.has(SSN) || f.has('public.customers.*'), `${sql}: ${[...f].join(', ')}`);
+    }
+  });
+  it('does not report columns that are only read', () => {
+    for (const sql of [
+      'select name, ssn from customers',
+      'select upper(ssn), row_to_json(c) from customers c',
+      'select s.x from (select ssn as x from customers) s',
+      'with w as (select ssn from customers) select ssn from w',
+      "select name from customers where id = 1 order by name",
+    ]) assert.ok(!filters(sql).has(SSN) && !filters(sql).has('public.customers.*'), sql);
   });
 });

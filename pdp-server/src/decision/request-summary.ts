@@ -18,6 +18,7 @@ export function summariseRequest(request: DecisionRequestBody): Record<string, u
         functions: s.functions,
         ...(s.effects?.length ? { effects: s.effects } : {}),
         ...(s.writes?.length ? { writes: s.writes } : {}),
+        ...(s.filter_columns?.length ? { filter_columns: s.filter_columns } : {}),
       })),
       ...(request.sql.fingerprint ? { fingerprint: request.sql.fingerprint } : {}),
     };

@@ -55,6 +55,40 @@ class Undescribable extends Error {}
 /** Settings that a session may not change, because the summary depends on them or identity rides on them. */
 const PINNED_SETTINGS = new Set(['search_path', 'role', 'session_authorization', 'session_replication_role']);
 
+/**
+ * Postgres's built-in set-returning functions: called in a select list, their arguments
+ * decide how many rows come back, so those are filter positions too. (A user-defined
+ * set-returning function is not known here; see the pg-proxy README.)
+ */
+const SET_RETURNING_FUNCTIONS = new Set([
+  'generate_series',
+  'generate_subscripts',
+  'unnest',
+  'regexp_matches',
+  'regexp_split_to_table',
+  'string_to_table',
+  'json_array_elements',
+  'json_array_elements_text',
+  'jsonb_array_elements',
+  'jsonb_array_elements_text',
+  'json_each',
+  'json_each_text',
+  'jsonb_each',
+  'jsonb_each_text',
+  'json_object_keys',
+  'jsonb_object_keys',
+  'json_populate_recordset',
+  'jsonb_populate_recordset',
+  'json_to_recordset',
+  'jsonb_to_recordset',
+  'jsonb_path_query',
+  'jsonb_path_query_tz',
+  'ts_stat',
+  'ts_debug',
+  'ts_parse',
+  'ts_token_type',
+]);
+
 /** Functions that change settings or run SQL text the summary never sees. Refused locally; the policy may refuse more. */
 const SETTING_FUNCTIONS = new Set(['set_config']);
 
@@ -63,6 +97,12 @@ interface Frame {
   sources: Map<string, string | null>;
   /** Base relations in this frame, for unqualified column attribution. */
   relations: string[];
+  /** Derived sources (subquery, CTE, function, aliased join) → every base column they read. */
+  derived: Map<string, ReadonlySet<string>>;
+}
+
+function newFrame(): Frame {
+  return { sources: new Map(), relations: [], derived: new Map() };
 }
 
 interface Scope {
@@ -80,17 +120,51 @@ class StatementCollector {
   readonly looseColumns = new Set<string>();
   /** Extra statements implied by this one (nested DML, the table created by SELECT INTO…). */
   readonly extra: SqlStatement[] = [];
+  /**
+   * Columns that decide which rows come back, how many or in what order: referenced in
+   * WHERE, JOIN conditions, GROUP BY, HAVING, window and ORDER BY clauses, DISTINCT ON,
+   * LIMIT/OFFSET or FROM-clause expressions, here or in any sub-select there. A reference
+   * through a derived table or CTE counts as every base column that source reads. A masked
+   * column used here could be read back by asking (`WHERE ssn LIKE '1%'`), so the policy
+   * sees them apart from the columns read.
+   */
+  readonly filterColumns = new Set<string>();
+  readonly looseFilterColumns = new Set<string>();
+  /** Above zero while the walk is inside such a position. */
+  filterDepth = 0;
+  /** Open captures (a derived table being walked): each column added is added to them too. */
+  readonly captures: Array<Set<string>> = [];
 
   constructor(
     readonly command: string,
     readonly session: SessionObjects,
   ) {}
 
+  addColumn(name: string): void {
+    this.columns.add(name);
+    if (this.filterDepth > 0) this.filterColumns.add(name);
+    for (const c of this.captures) c.add(name);
+  }
+
+  addLooseColumn(col: string): void {
+    this.looseColumns.add(col);
+    if (this.filterDepth > 0) this.looseFilterColumns.add(col);
+  }
+
+  /** A filter-position reference to a derived source: every base column the source reads. */
+  addFilterReads(reads: ReadonlySet<string>): void {
+    if (this.filterDepth > 0) for (const col of reads) this.filterColumns.add(col);
+  }
+
   finish(): SqlStatement[] {
-    for (const col of this.looseColumns) {
-      if (this.relations.size === 0) this.columns.add(`?.${col}`);
-      for (const rel of this.relations) this.columns.add(`${rel}.${col}`);
-    }
+    const attribute = (loose: Set<string>, into: Set<string>) => {
+      for (const col of loose) {
+        if (this.relations.size === 0) into.add(`?.${col}`);
+        for (const rel of this.relations) into.add(`${rel}.${col}`);
+      }
+    };
+    attribute(this.looseColumns, this.columns);
+    attribute(this.looseFilterColumns, this.filterColumns);
     const stmt: SqlStatement = {
       command: this.command,
       relations: [...this.relations].sort(),
@@ -99,6 +173,7 @@ class StatementCollector {
     };
     if (this.effects.size) stmt.effects = [...this.effects].sort();
     if (this.writes.size) stmt.writes = [...this.writes].sort();
+    if (this.filterColumns.size) stmt.filter_columns = [...this.filterColumns].sort();
     return [stmt, ...this.extra];
   }
 }
@@ -198,6 +273,8 @@ class Walker {
     private readonly overlay: SessionObjects,
     private readonly changes: Array<(o: SessionObjects) => void>,
     private readonly trace: SummaryTrace,
+    /** CTE name → every base column its body reads (same-named CTEs of different levels merged: more, never less). */
+    private readonly cteReads: Map<string, Set<string>> = new Map(),
   ) {}
 
   /** Summarise a nested statement (CTE body, EXPLAIN target, PREPARE body) as its own entries. */
@@ -205,8 +282,35 @@ class Walker {
     const [type] = Object.keys(node);
     if (!type) throw new Undescribable('empty statement node');
     const inner = new StatementCollector(commandOf(type), this.c.session);
-    new Walker(inner, this.overlay, this.changes, this.trace).statement(node, scope);
+    new Walker(inner, this.overlay, this.changes, this.trace, this.cteReads).statement(node, scope);
     return inner.finish();
+  }
+
+  /** Walk a position that decides which rows come back (see StatementCollector.filterColumns). */
+  private filtered(walk: () => void): void {
+    this.c.filterDepth++;
+    try {
+      walk();
+    } finally {
+      this.c.filterDepth--;
+    }
+  }
+
+  /** Walk a derived source and return every base column it read. */
+  private captured(walk: () => void): Set<string> {
+    const reads = new Set<string>();
+    this.c.captures.push(reads);
+    try {
+      walk();
+    } finally {
+      this.c.captures.pop();
+    }
+    return reads;
+  }
+
+  /** A nested statement's filter columns are filters of this one too. */
+  private mergeFilters(st: SqlStatement): void {
+    for (const col of st.filter_columns ?? []) this.c.filterColumns.add(col);
   }
 
   statement(node: Node, scope: Scope): void {
@@ -292,8 +396,8 @@ class Walker {
             this.c.relations.add(r);
             if (body.is_from) this.c.writes.add(r);
             const cols = (body.attlist as unknown[] | undefined)?.map(str).filter((s): s is string => s !== undefined);
-            if (cols && cols.length) for (const col of cols) this.c.columns.add(`${r}.${col}`);
-            else this.c.columns.add(`${r}.*`);
+            if (cols && cols.length) for (const col of cols) this.c.addColumn(`${r}.${col}`);
+            else this.c.addColumn(`${r}.*`);
           }
         }
         if (body.query) {
@@ -332,7 +436,8 @@ class Walker {
     if (!head) return;
     (this.c as { command: string }).command = head.command;
     for (const r of head.relations) this.c.relations.add(r);
-    for (const col of head.columns) this.c.columns.add(col);
+    for (const col of head.columns) this.c.addColumn(col);
+    this.mergeFilters(head);
     for (const f of head.functions) this.c.functions.add(f);
     for (const w of head.writes ?? []) this.c.writes.add(w);
     for (const e of head.effects ?? []) this.c.effects.add(e);
@@ -344,7 +449,8 @@ class Walker {
     const [head, ...rest] = inner;
     if (!head) return;
     for (const r of head.relations) this.c.relations.add(r);
-    for (const col of head.columns) this.c.columns.add(col);
+    for (const col of head.columns) this.c.addColumn(col);
+    this.mergeFilters(head);
     for (const f of head.functions) this.c.functions.add(f);
     for (const e of head.effects ?? []) this.c.effects.add(e);
     // Writes of an inner statement stay visible as their own statement entries.
@@ -363,12 +469,16 @@ class Walker {
       const q = cte.ctequery as Node;
       const [type] = Object.keys(q);
       const inner = this.nested(q, { ctes: visible, frames: scope.frames });
+      const reads = this.cteReads.get(names[i] ?? '') ?? new Set<string>();
+      for (const st of inner) for (const col of st.columns) reads.add(col);
+      this.cteReads.set(names[i] ?? '', reads);
       if (type !== 'SelectStmt') {
         this.c.effects.add('data_modifying_cte');
         for (const s of inner) for (const wr of s.writes ?? []) this.c.writes.add(wr);
         this.c.extra.push(...inner);
         // What the CTE returns is readable by the outer query.
-        for (const s of inner) for (const col of s.columns) this.c.columns.add(col);
+        for (const s of inner) for (const col of s.columns) this.c.addColumn(col);
+        for (const s of inner) this.mergeFilters(s);
         for (const s of inner) for (const r of s.relations) this.c.relations.add(r);
       } else this.mergeReads(inner);
     });
@@ -381,7 +491,7 @@ class Walker {
       this.c.effects.add('set_operation');
       this.select(s.larg as Node, scope);
       this.select(s.rarg as Node, scope);
-      this.generic([s.sortClause, s.limitCount, s.limitOffset], scope);
+      this.filtered(() => this.generic([s.sortClause, s.limitCount, s.limitOffset], scope));
       return;
     }
     if (s.intoClause) {
@@ -392,15 +502,13 @@ class Walker {
       this.c.extra.push({ command: 'create_table', relations: targets, columns: [], functions: [], writes: targets, effects: ['select_into'] });
     }
     if (s.lockingClause) this.c.effects.add('row_lock');
-    const frame: Frame = { sources: new Map(), relations: [] };
+    const frame = newFrame();
     const inner: Scope = { ctes: scope.ctes, frames: [...scope.frames, frame] };
     const deferred: unknown[] = [];
     for (const item of (s.fromClause as unknown[]) ?? []) this.fromItem(item as Node, frame, inner, deferred);
-    this.generic(deferred, inner);
-    this.generic(
-      [s.targetList, s.whereClause, s.groupClause, s.havingClause, s.windowClause, s.sortClause, s.limitCount, s.limitOffset, s.valuesLists, s.distinctClause, s.lockingClause],
-      inner,
-    );
+    this.filtered(() => this.generic(deferred, inner));
+    this.generic([s.targetList, s.valuesLists, s.lockingClause], inner);
+    this.filtered(() => this.generic([s.whereClause, s.groupClause, s.havingClause, s.windowClause, s.sortClause, s.limitCount, s.limitOffset, s.distinctClause], inner));
   }
 
   private addRelation(rv: Node, frame: Frame | undefined, scope: Scope): void {
@@ -408,6 +516,7 @@ class Walker {
     const alias = ((rv.alias as Node | undefined)?.aliasname as string | undefined) ?? rel;
     if (!rv.schemaname && scope.ctes.has(rel)) {
       frame?.sources.set(alias, null);
+      frame?.derived.set(alias, this.cteReads.get(rel) ?? new Set());
       return;
     }
     const names = qualify(rv);
@@ -428,20 +537,40 @@ class Walker {
       case 'JoinExpr':
         this.fromItem(body.larg as Node, frame, scope, deferred);
         this.fromItem(body.rarg as Node, frame, scope, deferred);
-        deferred.push(body.quals, body.usingClause);
-        if (body.alias) frame.sources.set(String((body.alias as Node).aliasname), null);
+        deferred.push(body.quals);
+        // USING (x) names a column of both sides, as plain strings rather than ColumnRefs.
+        this.filtered(() => {
+          for (const col of ((body.usingClause as unknown[]) ?? []).map(str)) {
+            if (col === undefined) continue;
+            for (const r of frame.relations) this.c.addColumn(`${r}.${col}`);
+            for (const reads of frame.derived.values()) this.c.addFilterReads(reads);
+          }
+        });
+        if (body.alias) {
+          const alias = String((body.alias as Node).aliasname);
+          frame.sources.set(alias, null);
+          // `(a JOIN b) AS j`: j.x may be any column of the relations joined so far.
+          frame.derived.set(alias, new Set(frame.relations.map((r) => `${r}.*`)));
+        }
         return;
       case 'RangeSubselect': {
         const alias = (body.alias as Node | undefined)?.aliasname;
-        if (alias) frame.sources.set(String(alias), null);
         // Lateral or not, walking with the current frame only over-attributes.
-        this.select((body.subquery as Node).SelectStmt as Node, scope);
+        const reads = this.captured(() => this.select((body.subquery as Node).SelectStmt as Node, scope));
+        if (alias) {
+          frame.sources.set(String(alias), null);
+          frame.derived.set(String(alias), reads);
+        }
         return;
       }
       case 'RangeFunction': {
         const alias = (body.alias as Node | undefined)?.aliasname;
-        if (alias) frame.sources.set(String(alias), null);
-        this.generic(body.functions, scope);
+        // A set-returning function's arguments decide the rows it returns.
+        const reads = this.captured(() => this.filtered(() => this.generic(body.functions, scope)));
+        if (alias) {
+          frame.sources.set(String(alias), null);
+          frame.derived.set(String(alias), reads);
+        }
         return;
       }
       default:
@@ -452,7 +581,7 @@ class Walker {
 
   private modify(type: string, s: Node, outer: Scope): void {
     const scope = this.withClause(s.withClause as Node | undefined, outer);
-    const frame: Frame = { sources: new Map(), relations: [] };
+    const frame = newFrame();
     const inner: Scope = { ctes: scope.ctes, frames: [...scope.frames, frame] };
     const target = s.relation as Node;
     this.addRelation(target, frame, scope);
@@ -463,28 +592,29 @@ class Walker {
       frame.sources.set('excluded', targetNames[0] ?? null);
       for (const col of (s.cols as unknown[]) ?? []) {
         const name = ((col as Node).ResTarget as Node).name;
-        for (const n of targetNames) this.c.columns.add(`${n}.${String(name)}`);
+        for (const n of targetNames) this.c.addColumn(`${n}.${String(name)}`);
       }
       if (s.selectStmt) {
         // The source query cannot see the target as a FROM item.
         this.select((s.selectStmt as Node).SelectStmt as Node, scope);
-      } else for (const n of targetNames) this.c.columns.add(`${n}.*`);
+      } else for (const n of targetNames) this.c.addColumn(`${n}.*`);
       this.generic([s.onConflictClause, s.returningList], inner);
       return;
     }
     if (type === 'UpdateStmt') {
       for (const t of (s.targetList as unknown[]) ?? []) {
         const name = ((t as Node).ResTarget as Node).name;
-        for (const n of targetNames) this.c.columns.add(`${n}.${String(name)}`);
+        for (const n of targetNames) this.c.addColumn(`${n}.${String(name)}`);
       }
     }
     if (type === 'MergeStmt') {
       this.fromItem(s.sourceRelation as Node, frame, inner, deferred);
       deferred.push(s.joinCondition);
-      for (const n of targetNames) this.c.columns.add(`${n}.*`);
+      for (const n of targetNames) this.c.addColumn(`${n}.*`);
     }
     for (const item of [...((s.fromClause as unknown[]) ?? []), ...((s.usingClause as unknown[]) ?? [])]) this.fromItem(item as Node, frame, inner, deferred);
-    this.generic([deferred, s.targetList, s.whereClause, s.returningList, s.mergeWhenClauses], inner);
+    this.generic([s.targetList, s.returningList], inner);
+    this.filtered(() => this.generic([deferred, s.whereClause, s.mergeWhenClauses], inner));
   }
 
   private columnRef(ref: Node, scope: Scope): void {
@@ -500,16 +630,18 @@ class Walker {
       let found = false;
       for (const f of frames) {
         for (const r of f.relations) {
-          this.c.columns.add(`${r}.${col}`);
+          this.c.addColumn(`${r}.${col}`);
           found = true;
         }
+        // It may be an output column of any derived source in view, whatever that one reads.
+        for (const reads of f.derived.values()) this.c.addFilterReads(reads);
         const whole = f.sources.get(col);
-        if (whole) this.c.columns.add(`${whole}.*`);
+        if (whole) this.c.addColumn(`${whole}.*`);
         const alt = f.sources.get(`${col}\u0000alt`);
-        if (alt) this.c.columns.add(`${alt}.*`);
+        if (alt) this.c.addColumn(`${alt}.*`);
         if (whole !== undefined) found = true;
       }
-      if (!found) this.c.looseColumns.add(col);
+      if (!found) this.c.addLooseColumn(col);
       return;
     }
     // `a.b`: alias a column b, or (a composite column a, field b): report both readings.
@@ -518,7 +650,7 @@ class Walker {
     let resolved = false;
     if (qualifiers.length >= 2) {
       const rel = `${qualifiers[qualifiers.length - 2]}.${alias}`;
-      this.c.columns.add(`${rel}.${col}`);
+      this.c.addColumn(`${rel}.${col}`);
       this.c.relations.add(rel);
       resolved = true;
     }
@@ -526,16 +658,18 @@ class Walker {
       if (f.sources.has(alias)) {
         const rel = f.sources.get(alias);
         const alt = f.sources.get(`${alias}\u0000alt`);
-        if (rel) this.c.columns.add(`${rel}.${col}`);
-        if (alt) this.c.columns.add(`${alt}.${col}`);
+        if (rel) this.c.addColumn(`${rel}.${col}`);
+        if (alt) this.c.addColumn(`${alt}.${col}`);
+        const reads = f.derived.get(alias);
+        if (reads) this.c.addFilterReads(reads);
         resolved = true;
         break;
       }
     }
     if (!resolved) {
       // Not an alias: a composite-typed column named `alias` (whole value read), in any frame.
-      for (const f of frames) for (const r of f.relations) this.c.columns.add(`${r}.${alias}`);
-      if (frames.every((f) => f.relations.length === 0)) this.c.looseColumns.add(alias);
+      for (const f of frames) for (const r of f.relations) this.c.addColumn(`${r}.${alias}`);
+      if (frames.every((f) => f.relations.length === 0)) this.c.addLooseColumn(alias);
     }
   }
 
@@ -545,7 +679,8 @@ class Walker {
     this.c.functions.add(bare);
     if (parts.length > 1) this.c.functions.add(parts.map((p) => p.toLowerCase()).join('.'));
     if (SETTING_FUNCTIONS.has(bare)) throw new Undescribable(`${bare}() is not allowed through the proxy`);
-    this.generic([fc.args, fc.agg_order, fc.agg_filter, fc.over], scope);
+    if (SET_RETURNING_FUNCTIONS.has(bare)) this.filtered(() => this.generic([fc.args, fc.agg_order, fc.agg_filter, fc.over], scope));
+    else this.generic([fc.args, fc.agg_order, fc.agg_filter, fc.over], scope);
   }
 
   /** Walk any subtree: find relations, columns, functions and nested statements wherever they are. */
@@ -687,6 +822,7 @@ function freezeStatement(st: SqlStatement): void {
   Object.freeze(st.functions);
   if (st.effects) Object.freeze(st.effects);
   if (st.writes) Object.freeze(st.writes);
+  if (st.filter_columns) Object.freeze(st.filter_columns);
   Object.freeze(st);
 }
 
