@@ -1,9 +1,11 @@
 /**
  * `/v1/decide` latency with the decision log on vs off, in one run: two PDP processes on the
  * same machine, each with its own throwaway database on the local Postgres, first probed for
- * peak throughput, then driven at a fixed rate (half the slower one's peak) on an even
- * schedule; p50/p99 are measured from when each request was due. Requests repeat one warm
- * decision with a rotating session id, so every answer is a new log row.
+ * peak throughput, then driven at a fixed rate (half the slower one's peak unless
+ * `--rate-fraction`) on an even schedule; p50/p99 are measured from when each request was
+ * due. Requests repeat one warm decision with a rotating session id, so every answer is a new
+ * log row. Each PDP runs in a session of its own, as a service would (spawnService), and
+ * every round prints the share of its time during which some task waited for a CPU.
  *
  * On a small shared machine one 10-second p99 swings by several times between identical
  * runs (a few scheduler stalls decide it), so the paced part is run as several short rounds
@@ -14,6 +16,7 @@
  *        [--spool-memory auto|off|PATH]   (the logging server's spool memory tier; default auto)
  *        [--pg-via auto|socket|tcp]        (both PDPs' way to Postgres; default tcp)
  *        [--generator vegeta|node]         (the paced load generator; default vegeta)
+ *        [--rate-fraction 0.5]             (the paced rate as a share of the slower peak)
  *
  * The paced rounds are driven by vegeta (a Go binary, installed on first use by
  * scripts/ensure-vegeta.sh) unless `--generator node`: this process's own generator costs
@@ -29,10 +32,9 @@ import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { createThrowawayDatabase, type ThrowawayDatabase } from '../../test/cluster/test-services.js';
 import { existsSync } from 'node:fs';
-import { readdir, readFile } from 'node:fs/promises';
 import { runLoad, runPaced as runPacedNode, type PacedSpec, type PhaseResult } from '../pdp-vs-opa/load.js';
 import { runVegeta } from '../pdp-vs-opa/vegeta.js';
-import { cpuSeconds } from '../pdp-vs-opa/machine.js';
+import { cpuSeconds, cpuStallMicros, cpuTimesOf } from '../pdp-vs-opa/machine.js';
 import { startScopegate, type RunningScopegate } from '../pdp-vs-opa/servers.js';
 import { BENCH_SCOPES, decideBody } from '../pdp-vs-opa/workload.js';
 
@@ -49,8 +51,12 @@ const { values } = parseArgs({
     // socket when present).
     'pg-via': { type: 'string', default: 'tcp' },
     generator: { type: 'string', default: 'vegeta' },
+    // The paced rate as a share of the slower server's peak (default: half).
+    'rate-fraction': { type: 'string', default: '0.5' },
   },
 });
+const RATE_FRACTION = Number(values['rate-fraction']);
+if (!(RATE_FRACTION > 0 && RATE_FRACTION <= 1)) throw new Error('--rate-fraction must be in (0, 1]');
 const DURATION = Number(values.duration);
 const ROUNDS = Math.max(1, Number(values.rounds));
 const ROUND_SECONDS = Math.max(1, Number(values['round-seconds']));
@@ -122,25 +128,21 @@ async function rowCount(url: string): Promise<number> {
   }
 }
 
-/** CPU seconds used so far by every Postgres server process on the machine. */
+/** CPU seconds used so far by Postgres (its running processes and the backends it has reaped). */
 async function postgresCpuSeconds(): Promise<number> {
-  let total = 0;
-  for (const pid of await readdir('/proc')) {
-    if (!/^\d+$/.test(pid)) continue;
-    const comm = await readFile(`/proc/${pid}/comm`, 'utf8').catch(() => '');
-    if (comm.trim() !== 'postgres') continue;
-    total += (await cpuSeconds(Number(pid))) ?? 0;
-  }
-  return total;
+  const t = await cpuTimesOf({ comm: 'postgres' });
+  return t.user + t.sys;
 }
 
 /** Run a phase and add the CPU the PDP and Postgres spent per answer (µs). */
-async function measured<T extends PhaseResult>(t: Target, run: () => Promise<T>): Promise<T & { pdpUs: number; pgUs: number }> {
-  const [pdp0, pg0] = [(await cpuSeconds(t.server.pid)) ?? 0, await postgresCpuSeconds()];
+async function measured<T extends PhaseResult>(t: Target, run: () => Promise<T>): Promise<T & { pdpUs: number; pgUs: number; stallShare: number }> {
+  const [pdp0, pg0, stall0, t0] = [(await cpuSeconds(t.server.pid)) ?? 0, await postgresCpuSeconds(), await cpuStallMicros(), performance.now()];
   const r = await run();
-  const [pdp1, pg1] = [(await cpuSeconds(t.server.pid)) ?? 0, await postgresCpuSeconds()];
+  const [pdp1, pg1, stall1, t1] = [(await cpuSeconds(t.server.pid)) ?? 0, await postgresCpuSeconds(), await cpuStallMicros(), performance.now()];
   const per = (s: number) => (r.count > 0 ? (s * 1e6) / r.count : Number.NaN);
-  return { ...r, pdpUs: per(pdp1 - pdp0), pgUs: per(pg1 - pg0) };
+  // Share of the phase during which some task waited for a CPU (Linux PSI): how saturated the machine was.
+  const stallShare = stall0 !== undefined && stall1 !== undefined ? (stall1 - stall0) / ((t1 - t0) * 1000) : Number.NaN;
+  return { ...r, pdpUs: per(pdp1 - pdp0), pgUs: per(pg1 - pg0), stallShare };
 }
 
 const fmt = (r: PhaseResult) =>
@@ -158,7 +160,7 @@ try {
     peak[t.label] = m;
     console.log(`peak ${t.label.padEnd(8)} ${fmt(m)}  CPU/decision: PDP ${m.pdpUs.toFixed(0)} µs, Postgres ${m.pgUs.toFixed(0)} µs`);
   }
-  const rate = Math.floor(Math.min(...Object.values(peak).map((r) => r.rps)) / 2);
+  const rate = Math.floor(Math.min(...Object.values(peak).map((r) => r.rps)) * RATE_FRACTION);
   // One paced round each at the measured rate first, not counted: the first seconds at a new
   // rate (timers, pools, the log's first partitions and COPYs) are slower on both sides.
   for (const t of targets) await runPaced({ ...spec(t), durationS: 2, rate, graceS: 3 });
@@ -168,7 +170,7 @@ try {
     for (const t of round % 2 === 0 ? targets : [...targets].reverse()) {
       const r = await measured(t, () => runPaced({ ...spec(t), durationS: ROUND_SECONDS, rate, graceS: 3 }));
       rounds[t.label]!.push(r);
-      console.log(`round ${round + 1} ${t.label.padEnd(8)} @ ${rate}/s ${fmt(r)}  CPU/decision: PDP ${r.pdpUs.toFixed(0)} µs, Postgres ${r.pgUs.toFixed(0)} µs  (load ${os.loadavg()[0]!.toFixed(2)})`);
+      console.log(`round ${round + 1} ${t.label.padEnd(8)} @ ${rate}/s ${fmt(r)}  CPU/decision: PDP ${r.pdpUs.toFixed(0)} µs, Postgres ${r.pgUs.toFixed(0)} µs  (load ${os.loadavg()[0]!.toFixed(2)}, CPU wait ${(r.stallShare * 100).toFixed(0)}% of the round)`);
     }
   }
   const median = (xs: number[]) => {
@@ -189,7 +191,7 @@ try {
   const off = summary('log_off');
   const logged = await rowCount(targets[0]!.db.url);
   console.log('');
-  console.log(`| decision log | peak req/s | median p50 at half peak (ms) | median p99 at half peak (ms) | PDP CPU/decision (µs) | Postgres CPU/decision (µs) |`);
+  console.log(`| decision log | peak req/s | median p50 at the paced rate (ms) | median p99 at the paced rate (ms) | PDP CPU/decision (µs) | Postgres CPU/decision (µs) |`);
   console.log('|---|---:|---:|---:|---:|---:|');
   console.log(`| on  | ${peak.log_on!.rps.toFixed(0)} | ${on.p50Ms.toFixed(3)} | ${on.p99Ms.toFixed(3)} | ${on.pdpUs.toFixed(0)} | ${on.pgUs.toFixed(0)} |`);
   console.log(`| off | ${peak.log_off!.rps.toFixed(0)} | ${off.p50Ms.toFixed(3)} | ${off.p99Ms.toFixed(3)} | ${off.pdpUs.toFixed(0)} | ${off.pgUs.toFixed(0)} |`);

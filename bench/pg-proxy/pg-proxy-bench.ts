@@ -4,7 +4,7 @@
  *
  *   node --import tsx bench/pg-proxy/pg-proxy-bench.ts [--seconds 12] [--clients 8] [--threads 2]
  *        [--mode simple|prepared] [--workers N] [--no-summary-cache] [--profile] [--baseline-pipe]
- *        [--upstream tcp|socket]
+ *        [--upstream tcp|socket] [--workloads select,rw,masked]
  *
  * - direct:    pgbench → Postgres 127.0.0.1:5432.
  * - pgbouncer: pgbench → our own pgbouncer (Debian package; session pooling, auth_type trust,
@@ -51,6 +51,8 @@ const { values } = parseArgs({
     mode: { type: 'string', default: 'simple' },
     workers: { type: 'string', default: '1' },
     'no-summary-cache': { type: 'boolean', default: false },
+    // A subset of the workloads, comma-separated: select, rw, masked (default: all three).
+    workloads: { type: 'string', default: 'select,rw,masked' },
     // How pgbouncer, the proxy and the relay reach Postgres: `tcp` (127.0.0.1:5432) or
     // `socket` (its Unix socket in /var/run/postgresql, as a pooler beside its database would).
     upstream: { type: 'string', default: 'tcp' },
@@ -354,11 +356,12 @@ async function main(): Promise<void> {
       cleanups.unshift(() => pipe.stop());
       targets.push({ name: 'node-pipe', port: pipe.port, user: PG.user, database, pid: pipe.pid });
     }
+    const chosen = new Set(values.workloads.split(',').map((w) => w.trim()));
     const workloads: Array<{ name: string; args: string[] }> = [
-      { name: 'select-only (-S)', args: ['-S'] },
-      { name: 'read/write (-b simple-update)', args: ['-b', 'simple-update'] },
-      { name: 'select masked column (-f)', args: ['-f', maskedScript] },
-    ];
+      { key: 'select', name: 'select-only (-S)', args: ['-S'] },
+      { key: 'rw', name: 'read/write (-b simple-update)', args: ['-b', 'simple-update'] },
+      { key: 'masked', name: 'select masked column (-f)', args: ['-f', maskedScript] },
+    ].filter((w) => chosen.has(w.key));
 
     // Proof that masking is on: the filler column comes back redacted through the proxy.
     const check = new pg.Client({ host: '127.0.0.1', port: proxy.port, user: 'agent', database: 'bench', password: token });

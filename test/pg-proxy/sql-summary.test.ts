@@ -202,6 +202,7 @@ describe('sql summary: columns that decide which rows come back', () => {
       'select name, generate_series(1, length(ssn)) from customers',
       "select name, unnest(string_to_array(ssn, '-')) from customers",
       "explain analyze select name from customers where ssn like '1%'",
+      "select j.name from (customers c join orders o on o.customer_id = c.id) as j where j.ssn like '1%'",
     ]) {
       const f = filters(sql);
       assert.ok(f.has(SSN) || f.has('public.customers.*'), `${sql}: ${[...f].join(', ')}`);
@@ -214,6 +215,7 @@ describe('sql summary: columns that decide which rows come back', () => {
       'select s.x from (select ssn as x from customers) s',
       'with w as (select ssn from customers) select ssn from w',
       "select name from customers where id = 1 order by name",
+      'select j.ssn from (customers c join orders o on o.customer_id = c.id) as j where j.note is not null',
     ]) assert.ok(!filters(sql).has(SSN) && !filters(sql).has('public.customers.*'), sql);
   });
 });

@@ -97,12 +97,14 @@ interface Frame {
   sources: Map<string, string | null>;
   /** Base relations in this frame, for unqualified column attribution. */
   relations: string[];
-  /** Derived sources (subquery, CTE, function, aliased join) → every base column they read. */
+  /** Derived sources (subquery, CTE, function) → every base column they read. */
   derived: Map<string, ReadonlySet<string>>;
+  /** Aliased joins (`(a JOIN b) AS j`) → the relations joined: `j.x` is column x of one of them. */
+  joins: Map<string, string[]>;
 }
 
 function newFrame(): Frame {
-  return { sources: new Map(), relations: [], derived: new Map() };
+  return { sources: new Map(), relations: [], derived: new Map(), joins: new Map() };
 }
 
 interface Scope {
@@ -549,8 +551,7 @@ class Walker {
         if (body.alias) {
           const alias = String((body.alias as Node).aliasname);
           frame.sources.set(alias, null);
-          // `(a JOIN b) AS j`: j.x may be any column of the relations joined so far.
-          frame.derived.set(alias, new Set(frame.relations.map((r) => `${r}.*`)));
+          frame.joins.set(alias, [...frame.relations]);
         }
         return;
       case 'RangeSubselect': {
@@ -662,6 +663,7 @@ class Walker {
         if (alt) this.c.addColumn(`${alt}.${col}`);
         const reads = f.derived.get(alias);
         if (reads) this.c.addFilterReads(reads);
+        for (const r of f.joins.get(alias) ?? []) this.c.addColumn(`${r}.${col}`);
         resolved = true;
         break;
       }
