@@ -120,13 +120,15 @@ export interface ScopegateOptions {
   env: Record<string, string>;
   /** Directory for a V8 CPU profile of the PDP process (written when it exits). */
   cpuProfDir?: string | undefined;
+  /** Extra node/V8 flags for the PDP process (some, like --single-threaded-gc, are refused in NODE_OPTIONS). */
+  nodeArgs?: readonly string[];
 }
 
 export async function startScopegate(opts: ScopegateOptions): Promise<RunningScopegate> {
   const port = await freePort();
   const adminKey = randomBytes(24).toString('base64url');
   const shimKey = randomBytes(24).toString('base64url');
-  const nodeArgs = ['--import', 'tsx'];
+  const nodeArgs = [...(opts.nodeArgs ?? []), '--import', 'tsx'];
   if (opts.cpuProfDir !== undefined) nodeArgs.push('--cpu-prof', '--cpu-prof-dir', opts.cpuProfDir);
   const child = spawnService(process.execPath, [...nodeArgs, path.join(REPO_ROOT, 'pdp-server', 'src', 'server.ts')], {
     cwd: REPO_ROOT,

@@ -2,7 +2,7 @@
  * Management credentials: one key per role. Keys come from config; in embedded mode a
  * missing key is generated once into <dataDir>/keys/<role>.key (mode 0600) and reused.
  */
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { hash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Config } from '../config.js';
@@ -79,7 +79,7 @@ async function readOrCreateKey(file: string): Promise<string> {
 }
 
 function sha256(s: string): Buffer {
-  return createHash('sha256').update(s).digest();
+  return hash('sha256', s, 'buffer');
 }
 
 /** The credential a request presents: `Authorization: Bearer <key>` or `x-scopegate-key`. */

@@ -9,7 +9,7 @@
  * here, so a cached allow can never outlive a revocation. A policy change cannot be answered
  * from old entries either, because the revision is part of every key.
  */
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import { stringify } from 'safe-stable-stringify';
 import type { Redis } from 'ioredis';
@@ -58,7 +58,7 @@ export function decisionCacheKey(parts: DecisionCacheKeyParts): string {
     request: parts.request,
     context: { chain: parts.context.chain, step: parts.context.step, shim: parts.context.shim },
   });
-  return `${KEY_VERSION}:${createHash('sha256').update(canonical ?? '').digest('base64url')}`;
+  return `${KEY_VERSION}:${hash('sha256', canonical ?? '', 'base64url')}`;
 }
 
 export function createDecisionCache(config: Readonly<Config>, log: FastifyBaseLogger, redis?: Redis): DecisionCache {

@@ -5,7 +5,7 @@
  *
  * Fail closed: every error on the way becomes a deny decision carrying a stable code.
  */
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import stringify from 'safe-stable-stringify';
 import type {
   CachedDecisionReport,
@@ -357,5 +357,5 @@ function pick(c: DecisionContext): Pick<DecisionContext, 'chain' | 'step' | 'shi
 }
 
 function sha256(s: string): string {
-  return createHash('sha256').update(s).digest('base64url');
+  return hash('sha256', s, 'base64url');
 }

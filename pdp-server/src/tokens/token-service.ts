@@ -7,7 +7,7 @@
  * token's own expiry. Revocation is NOT checked here: the decide pipeline checks the
  * revocation list before using these claims (and before any decision cache).
  */
-import { createHash, randomUUID } from 'node:crypto';
+import { hash, randomUUID } from 'node:crypto';
 import type { FastifyBaseLogger } from 'fastify';
 import {
   SignJWT,
@@ -166,7 +166,7 @@ export async function createTokenService(
       if (typeof token !== 'string' || token === '') throw new ScopegateError('token_missing');
       // Hot path: one hash, one map lookup. exp is re-checked because the entry TTL and
       // the wall clock are different clocks; a past-exp entry is dropped and re-verified.
-      const key = createHash('sha256').update(token).digest('base64url');
+      const key = hash('sha256', token, 'base64url');
       const hit = cache.get(key);
       if (hit !== undefined) {
         if (hit.exp * 1000 > Date.now()) return hit;

@@ -3,7 +3,7 @@
  * bounded by each decision's ttl_ms, and fail-closed behaviour — it never throws and never
  * answers allow unless the PDP said so.
  */
-import { createHash, randomUUID } from 'node:crypto';
+import { hash, randomUUID } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import { Agent, request } from 'undici';
 import type { CachedDecisionReport, Decision, DecideRequest } from '../../../pdp-server/src/contract.js';
@@ -302,7 +302,7 @@ function cacheKey(req: DecideRequest, defaultShim: string): string {
           c?.step,
           c?.shim ?? defaultShim,
         ]);
-  return raw.length <= RAW_KEY_MAX ? `r${raw}` : `h${createHash('sha256').update(raw).digest('base64url')}`;
+  return raw.length <= RAW_KEY_MAX ? `r${raw}` : `h${hash('sha256', raw, 'base64url')}`;
 }
 
 type SqlRequestBody = NonNullable<DecideRequest['request']['sql']>;

@@ -12,7 +12,7 @@
  * rewritten into the proxy's 42501 on the way back. That keeps the protocol order of every
  * pipelined response exact and makes the upstream abort the transaction, as a real error would.
  */
-import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import { hash, randomBytes, randomUUID } from 'node:crypto';
 import net from 'node:net';
 import tls from 'node:tls';
 import type { Decision, DecideRequest, SqlStatement } from '../../../pdp-server/src/contract.js';
@@ -605,7 +605,7 @@ export class ProxySession {
     return {
       token: this.#token,
       resource: this.#resource,
-      request: { sql: { statements, fingerprint, text_sha256: createHash('sha256').update(text).digest('hex') } },
+      request: { sql: { statements, fingerprint, text_sha256: hash('sha256', text, 'hex') } },
       context: this.#context,
     };
   }

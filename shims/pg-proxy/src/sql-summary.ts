@@ -14,7 +14,7 @@
  * are `public.<name>`, except `pg_*` names, which Postgres may resolve in pg_catalog first
  * (pg_catalog is searched implicitly before the path) and so are reported in both schemas.
  */
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import { loadModule, parseSync } from 'libpg-query';
 import type { SqlStatement } from '../../../pdp-server/src/contract.js';
 
@@ -791,7 +791,7 @@ export function summarizeTraced(sql: string, session: SessionObjects): TracedSum
     const reason = err instanceof Undescribable ? err.message : 'the statement could not be summarised';
     return { result: { ok: false, reason }, tree, types, changes: changes.length, sessionRead: trace.sessionRead };
   }
-  const fingerprint = createHash('sha256').update(JSON.stringify(shape(tree.stmts ?? []))).digest('hex');
+  const fingerprint = hash('sha256', JSON.stringify(shape(tree.stmts ?? [])), 'hex');
   // Frozen: summaries are shared (the summary cache, prepared statements, the PDP client's key memo).
   for (const st of statements) freezeStatement(st);
   Object.freeze(statements);

@@ -17,7 +17,7 @@
  * StructuredTool subclasses, DynamicStructuredTool, DynamicTool and `tool()` results, and
  * binds to chat models exactly like the original.
  */
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import stringify from 'safe-stable-stringify';
 import { ToolMessage } from '@langchain/core/messages';
 import type { CallbackManagerForToolRun } from '@langchain/core/callbacks/manager';
@@ -234,7 +234,7 @@ function toJsonArguments(arg: unknown): unknown {
 function hashSchema(schema: unknown): string | undefined {
   try {
     const text = stringify(toJsonSchema(schema as Parameters<typeof toJsonSchema>[0]));
-    return text === undefined ? undefined : createHash('sha256').update(text).digest('hex');
+    return text === undefined ? undefined : hash('sha256', text, 'hex');
   } catch {
     // A schema the converter does not know: decided without a hash rather than not at all.
     return undefined;
