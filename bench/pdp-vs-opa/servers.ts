@@ -122,6 +122,8 @@ export interface ScopegateOptions {
   cpuProfDir?: string | undefined;
   /** Extra node/V8 flags for the PDP process (some, like --single-threaded-gc, are refused in NODE_OPTIONS). */
   nodeArgs?: readonly string[];
+  /** Also hand every line the PDP prints on stdout to this (e.g. V8's --trace-gc-nvp lines). */
+  onStdoutLine?: (line: string) => void;
 }
 
 export async function startScopegate(opts: ScopegateOptions): Promise<RunningScopegate> {
@@ -146,6 +148,15 @@ export async function startScopegate(opts: ScopegateOptions): Promise<RunningSco
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const output = tail(child);
+  if (opts.onStdoutLine) {
+    const onLine = opts.onStdoutLine;
+    let partial = '';
+    child.stdout?.on('data', (chunk: Buffer) => {
+      const lines = (partial + chunk.toString('utf8')).split('\n');
+      partial = lines.pop() ?? '';
+      for (const l of lines) onLine(l);
+    });
+  }
   const url = `http://127.0.0.1:${port}`;
   try {
     // The first start compiles policies/ with the opa CLI; allow for a slow, shared machine.
