@@ -208,6 +208,16 @@ describe('sql summary: columns that decide which rows come back', () => {
       assert.ok(f.has(SSN) || f.has('public.customers.*'), `${sql}: ${[...f].join(', ')}`);
     }
   });
+  it('keeps them through PREPARE/EXECUTE, cursors and COPY of a query', () => {
+    const session = newSessionObjects();
+    for (const sql of [
+      'prepare p as select name from customers where ssn like $1',
+      "execute p('1%')",
+      'declare c cursor for select name from customers order by ssn',
+      'fetch 1 from c',
+      "copy (select name from customers where ssn like '1%') to stdout",
+    ]) assert.ok(all(ok(sql, session), 'filter_columns').has(SSN), sql);
+  });
   it('does not report columns that are only read', () => {
     for (const sql of [
       'select name, ssn from customers',
