@@ -67,15 +67,21 @@ function parseArrayLiteral(s: string): string[] | undefined {
   }
 }
 
-/** One row, newline-terminated, in COPY_COLUMNS order; `summaryJson` is the stored summary. */
+/**
+ * One row, newline-terminated, in COPY_COLUMNS order; `summaryJson` is the stored summary.
+ * Joined from an array rather than by `+`: that builds one flat string instead of some forty
+ * intermediate ones per decision (a kilobyte of young-generation garbage each).
+ */
 export function copyLine(e: DecisionLogEntry, instance: string, summaryJson: string | null): string {
   return (
-    field(e.time) + '\t' + field(e.decision_id) + '\t' + field(e.event ?? 'decision') + '\t' + field(instance) + '\t' +
-    field(e.subject) + '\t' + field(e.issuer) + '\t' + field(e.jti) + '\t' + field(e.chain) + '\t' +
-    field(e.step) + '\t' + field(e.session_id) + '\t' + field(e.shim) + '\t' + field(e.resource_kind) + '\t' +
-    field(e.resource_name) + '\t' + field(summaryJson) + '\t' + field(e.effect) + '\t' + field(arrayLiteral(e.reasons)) + '\t' +
-    field(e.code) + '\t' + field(e.policy_revision) + '\t' + String(typeof e.latency_us === 'number' ? Math.round(e.latency_us) : 0) + '\t' +
-    (e.cache_hit === true ? 't' : 'f') + '\t' + field(e.approval_id) + '\n'
+    [
+      field(e.time), field(e.decision_id), field(e.event ?? 'decision'), field(instance),
+      field(e.subject), field(e.issuer), field(e.jti), field(e.chain),
+      field(e.step), field(e.session_id), field(e.shim), field(e.resource_kind),
+      field(e.resource_name), field(summaryJson), field(e.effect), field(arrayLiteral(e.reasons)),
+      field(e.code), field(e.policy_revision), String(typeof e.latency_us === 'number' ? Math.round(e.latency_us) : 0),
+      e.cache_hit === true ? 't' : 'f', `${field(e.approval_id)}\n`,
+    ].join('\t')
   );
 }
 
