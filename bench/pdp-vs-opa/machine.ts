@@ -87,6 +87,13 @@ export async function cpuTimesOf(which: { root: number } | { comm: string }): Pr
   return t;
 }
 
+/** CPU seconds of this process's children that have exited and been reaped (e.g. finished pgbench runs). */
+export async function reapedChildrenCpuSeconds(): Promise<number> {
+  const stat = await readFile('/proc/self/stat', 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[13]) + Number(fields[14])) / USER_HZ; // cutime + cstime
+}
+
 /** Cumulative µs during which at least one task waited for a CPU (/proc/pressure/cpu, "some"). */
 export async function cpuStallMicros(): Promise<number | undefined> {
   try {

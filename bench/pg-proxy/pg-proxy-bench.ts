@@ -32,13 +32,12 @@ import { chownSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, w
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { readFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { BUNDLED_POLICY_DIR, REPO_ROOT } from '../../pdp-server/src/config.js';
 import { startPdp, type RunningPdp } from '../../test/support/pdp.js';
-import { cpuTimesOf, type CpuTimes } from '../pdp-vs-opa/machine.js';
+import { cpuTimesOf, reapedChildrenCpuSeconds, type CpuTimes } from '../pdp-vs-opa/machine.js';
 import { freePort, spawnService } from '../pdp-vs-opa/servers.js';
 
 const { values } = parseArgs({
@@ -116,16 +115,11 @@ interface Result {
   cpu: { user: number; sys: number; postgres: number; pgbench: number };
 }
 
-/** CPU seconds of this process's reaped children so far (pgbench runs, once each has exited). */
-async function reapedChildrenCpu(): Promise<number> {
-  const fields = (await readFile('/proc/self/stat', 'utf8')).split(') ')[1]!.split(' ');
-  return (Number(fields[13]) + Number(fields[14])) / 100; // cutime + cstime, USER_HZ ticks
-}
 
 async function pgbench(t: Target, workload: string[], seconds = SECONDS): Promise<Result> {
   const env = { ...process.env, PGSSLMODE: 'disable', ...(t.password ? { PGPASSWORD: t.password } : {}) };
   const none = { user: 0, sys: 0 };
-  const before = { target: t.pid ? await cpuTimesOf({ root: t.pid }) : none, postgres: await cpuTimesOf({ comm: 'postgres' }), pgbench: await reapedChildrenCpu() };
+  const before = { target: t.pid ? await cpuTimesOf({ root: t.pid }) : none, postgres: await cpuTimesOf({ comm: 'postgres' }), pgbench: await reapedChildrenCpuSeconds() };
   const out = await run(
     'pgbench',
     ['-n', '-M', MODE, '-c', String(CLIENTS), '-j', String(THREADS), '-T', String(seconds), '-h', '127.0.0.1', '-p', String(t.port), '-U', t.user, ...workload, t.database],
@@ -137,7 +131,7 @@ async function pgbench(t: Target, workload: string[], seconds = SECONDS): Promis
   const failed = /number of failed transactions: (\d+)/.exec(out)?.[1];
   if (!Number.isFinite(tps) || !Number.isFinite(latencyMs)) throw new Error(`unexpected pgbench output:\n${out}`);
   if (failed !== undefined && failed !== '0') throw new Error(`pgbench reported ${failed} failed transactions:\n${out}`);
-  const after = { target: t.pid ? await cpuTimesOf({ root: t.pid }) : none, postgres: await cpuTimesOf({ comm: 'postgres' }), pgbench: await reapedChildrenCpu() };
+  const after = { target: t.pid ? await cpuTimesOf({ root: t.pid }) : none, postgres: await cpuTimesOf({ comm: 'postgres' }), pgbench: await reapedChildrenCpuSeconds() };
   const tx = tps * seconds;
   const us = (s: number) => (s * 1e6) / tx;
   const pgTotal = (c: CpuTimes) => c.user + c.sys;
