@@ -125,6 +125,8 @@ describe('pg-proxy: masking', () => {
     'select distinct on (ssn) name from customers',
     'select name, generate_series(1, length(ssn)) from customers',
     "select name from customers where email = 'ada@example.com'",
+    'select name, ssn from customers order by 2 limit 1',
+    'select name, ssn as s from customers order by s limit 1',
     'prepare by_ssn as select name from customers where ssn like $1',
     'declare by_ssn_cursor cursor with hold for select name from customers order by ssn',
   ]) {

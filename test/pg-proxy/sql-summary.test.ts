@@ -208,6 +208,18 @@ describe('sql summary: columns that decide which rows come back', () => {
       assert.ok(f.has(SSN) || f.has('public.customers.*'), `${sql}: ${[...f].join(', ')}`);
     }
   });
+  it('resolves ordinals and output aliases in ORDER BY, GROUP BY and DISTINCT ON', () => {
+    for (const sql of [
+      'select name, ssn from customers order by 2 limit 1',
+      'select name, ssn as s from customers order by s limit 1',
+      'select ssn, count(*) from customers group by 1',
+      'select distinct on (2) name, ssn from customers',
+    ]) assert.ok(filters(sql).has(SSN), sql);
+    // An ordinal counts as the whole select list: summaries never depend on a constant's value.
+    assert.ok(filters('select * from customers order by 3').has('public.customers.*'));
+    assert.ok(filters('select name, ssn from customers order by 1').has(SSN));
+    assert.deepEqual([...filters('select name, id from customers order by 2')].sort(), ['public.customers.id', 'public.customers.name']);
+  });
   it('keeps them through PREPARE/EXECUTE, cursors and COPY of a query', () => {
     const session = newSessionObjects();
     for (const sql of [

@@ -510,7 +510,13 @@ class Walker {
     for (const item of (s.fromClause as unknown[]) ?? []) this.fromItem(item as Node, frame, inner, deferred);
     this.filtered(() => this.generic(deferred, inner));
     this.generic([s.targetList, s.valuesLists, s.lockingClause], inner);
-    this.filtered(() => this.generic([s.whereClause, s.groupClause, s.havingClause, s.windowClause, s.sortClause, s.limitCount, s.limitOffset, s.distinctClause], inner));
+    this.filtered(() => {
+      this.generic([s.whereClause, s.groupClause, s.havingClause, s.windowClause, s.sortClause, s.limitCount, s.limitOffset, s.distinctClause], inner);
+      const sorted = ((s.sortClause as unknown[]) ?? []).map((x) => ((x as Node).SortBy as Node | undefined)?.node);
+      for (const item of [...sorted, ...((s.groupClause as unknown[]) ?? []), ...((s.distinctClause as unknown[]) ?? [])]) {
+        this.outputReference(item, (s.targetList as unknown[]) ?? [], inner);
+      }
+    });
   }
 
   private addRelation(rv: Node, frame: Frame | undefined, scope: Scope): void {
@@ -527,6 +533,28 @@ class Walker {
       frame.sources.set(alias, names[0] ?? null);
       if (names.length > 1) frame.sources.set(`${alias}\u0000alt`, names[1] ?? null);
       frame.relations.push(...names);
+    }
+  }
+
+  /**
+   * `ORDER BY 2`, `GROUP BY 1`, `DISTINCT ON (2)` and `ORDER BY s` (an output alias) name a
+   * select-list entry, not a column: walk what they name (under `filtered`). An ordinal is a
+   * constant, and a summary must not depend on constants (the summary cache and the
+   * fingerprint treat `ORDER BY 1` and `ORDER BY 2` as one statement), so any ordinal counts
+   * as the whole select list.
+   */
+  private outputReference(item: unknown, targets: unknown[], scope: Scope): void {
+    if (!isNode(item)) return;
+    if ('A_Const' in item) {
+      this.generic(targets, scope);
+      return;
+    }
+    const fields = (item.ColumnRef as Node | undefined)?.fields as unknown[] | undefined;
+    if (fields?.length !== 1) return;
+    const name = str(fields[0]);
+    for (const t of targets) {
+      const entry = isNode(t) ? (t.ResTarget as Node | undefined) : undefined;
+      if (name !== undefined && entry?.name === name) this.generic(entry.val, scope);
     }
   }
 
