@@ -131,6 +131,18 @@ deny contains concat(" ", ["masked_column_in_filter", col]) if {
 	filter_reaches(f, col)
 }
 
+# The same goes for a masked column computed on in a select list by an expression that
+# could fail on its value (`1/(CASE WHEN ssn LIKE '1%' THEN 0 ELSE 1 END)`): the error text
+# is withheld, but whether the statement failed answers the question. The summariser lists
+# such columns as `expression_columns`; a column that may be filtered on may be computed on.
+deny contains concat(" ", ["masked_column_in_expression", col]) if {
+	some st in statements
+	some f in object.get(st, "expression_columns", [])
+	some col, _ in object.get(resource_cfg, "sensitive_columns", {})
+	not col in object.get(resource_cfg, "filterable_masked_columns", [])
+	filter_reaches(f, col)
+}
+
 filter_reaches(f, col) if f == col
 
 # A whole-row reference (`WHERE c::text LIKE …`) reaches every column of its relation.

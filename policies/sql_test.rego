@@ -85,6 +85,14 @@ test_whole_row_and_unattributed_filters_reach_masked_columns if {
 	decide(["sql:orders-db:select:*"], [filtered("select", ["public.customers_archive"], ["public.customers_archive.*"])]).effect == "allow"
 }
 
+test_masked_column_in_a_failing_expression_is_denied if {
+	s := object.union(stmt("select", ["public.customers"]), {"expression_columns": ["public.customers.ssn"]})
+	d := decide(["sql:orders-db:select:*"], [s])
+	d.reasons == ["masked_column_in_expression public.customers.ssn"]
+	other := object.union(stmt("select", ["public.customers"]), {"expression_columns": ["public.customers.id"]})
+	decide(["sql:orders-db:select:*"], [other]).effect == "allow"
+}
+
 test_filterable_masked_columns_opt_out_one_column if {
 	cfg := {"sql": {"resources": {"orders-db": {
 		"sensitive_columns": {"public.customers.email": "hash", "public.customers.ssn": "redact"},

@@ -59,6 +59,11 @@ export const SqlStatement = Type.Object(
      * any of them; through a derived table or CTE, every column that source reads.
      */
     filter_columns: Type.Optional(StrList()),
+    /**
+     * Columns computed on in a select list by an expression that could fail on their value
+     * (anything but a reference, a cast to text, `||` and a few functions that cannot fail).
+     */
+    expression_columns: Type.Optional(StrList()),
   },
   { additionalProperties: false },
 );

@@ -37,7 +37,7 @@ function refused(sql: string, session: SessionObjects = newSessionObjects()): st
   assert.equal(r.ok, false, `expected ${sql} to be refused`);
   return r.ok ? '' : r.reason;
 }
-const all = (ss: SqlStatement[], k: 'relations' | 'columns' | 'functions' | 'writes' | 'effects' | 'filter_columns') => new Set(ss.flatMap((s) => s[k] ?? []));
+const all = (ss: SqlStatement[], k: 'relations' | 'columns' | 'functions' | 'writes' | 'effects' | 'filter_columns' | 'expression_columns') => new Set(ss.flatMap((s) => s[k] ?? []));
 const commands = (ss: SqlStatement[]) => ss.map((s) => s.command);
 
 describe('sql summary: statements and lexical tricks', () => {
@@ -239,5 +239,36 @@ describe('sql summary: columns that decide which rows come back', () => {
       "select name from customers where id = 1 order by name",
       'select j.ssn from (customers c join orders o on o.customer_id = c.id) as j where j.note is not null',
     ]) assert.ok(!filters(sql).has(SSN) && !filters(sql).has('public.customers.*'), sql);
+  });
+});
+
+describe('sql summary: columns computed on in a select list', () => {
+  const computed = (sql: string) => all(ok(sql), 'expression_columns');
+  const SSN = 'public.customers.ssn';
+  it('reports expressions that could fail on a value', () => {
+    for (const sql of [
+      'select cast(ssn as int) from customers',
+      "select 1/(case when ssn like '1%' then 0 else 1 end) from customers",
+      "select div(1, position('1' in ssn)) from customers",
+      "select count(*) filter (where ssn > '1') from customers",
+      "select string_agg(ssn, ',' order by ascii(ssn) / 0) from customers",
+      'select 1/(ascii(s.x) - 49) from (select ssn as x from customers) s',
+      'select (select 1/(ascii(ssn) - 49) from customers limit 1)',
+      'with w as (select ascii(ssn) / 2 as a from customers) select a from w',
+    ]) assert.ok(computed(sql).has(SSN), sql);
+  });
+  it('lets references and expressions that cannot fail pass', () => {
+    for (const sql of [
+      'select c.ssn as harmless from customers c',
+      'select ssn::text as s from customers',
+      "select 'x' || ssn from customers",
+      'select upper(ssn), lower(ssn), concat(ssn, name) from customers',
+      'select row_to_json(c), to_jsonb(c) from customers c',
+      'select c.*, c from customers c',
+      "select string_agg(ssn, ','), count(ssn), json_agg(c.*) from customers c",
+      'select name from customers union select ssn from customers',
+      'select (select ssn from customers limit 1)',
+      'select s.x from (select ssn as x from customers) s',
+    ]) assert.ok(!computed(sql).has(SSN) && !computed(sql).has('public.customers.*'), sql);
   });
 });

@@ -19,6 +19,7 @@ export function summariseRequest(request: DecisionRequestBody): Record<string, u
         ...(s.effects?.length ? { effects: s.effects } : {}),
         ...(s.writes?.length ? { writes: s.writes } : {}),
         ...(s.filter_columns?.length ? { filter_columns: s.filter_columns } : {}),
+        ...(s.expression_columns?.length ? { expression_columns: s.expression_columns } : {}),
       })),
       ...(request.sql.fingerprint ? { fingerprint: request.sql.fingerprint } : {}),
     };

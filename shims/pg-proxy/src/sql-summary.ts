@@ -89,6 +89,19 @@ const SET_RETURNING_FUNCTIONS = new Set([
   'ts_token_type',
 ]);
 
+/**
+ * Functions that cannot fail on the value of a text or whole-row argument, so a masked
+ * column may pass through them in a select list (the result is masked like any value without
+ * a column of origin). Anything else computed from a masked column could fail on its value.
+ */
+const OUTPUT_SAFE_FUNCTIONS = new Set([
+  'upper', 'lower', 'initcap', 'concat', 'concat_ws', 'row_to_json', 'to_json', 'to_jsonb',
+  'json_agg', 'jsonb_agg', 'array_agg', 'string_agg', 'count', 'min', 'max',
+]);
+
+/** Casts that cannot fail: to a text type. */
+const TEXT_TYPES = new Set(['text', 'varchar', 'bpchar', 'name']);
+
 /** Functions that change settings or run SQL text the summary never sees. Refused locally; the policy may refuse more. */
 const SETTING_FUNCTIONS = new Set(['set_config']);
 
@@ -134,6 +147,16 @@ class StatementCollector {
   readonly looseFilterColumns = new Set<string>();
   /** Above zero while the walk is inside such a position. */
   filterDepth = 0;
+  /**
+   * Columns computed on in a select list by anything that could fail on their value (see
+   * Walker.output): `1/(CASE WHEN ssn LIKE '1%' THEN 0 ELSE 1 END)` or
+   * `div(1, position('1' in ssn))` fail or not depending on a masked value, and whether a
+   * statement failed shows even when its error text is withheld.
+   */
+  readonly expressionColumns = new Set<string>();
+  readonly looseExpressionColumns = new Set<string>();
+  /** Above zero while the walk is inside such an expression. */
+  expressionDepth = 0;
   /** Open captures (a derived table being walked): each column added is added to them too. */
   readonly captures: Array<Set<string>> = [];
 
@@ -145,17 +168,20 @@ class StatementCollector {
   addColumn(name: string): void {
     this.columns.add(name);
     if (this.filterDepth > 0) this.filterColumns.add(name);
+    if (this.expressionDepth > 0) this.expressionColumns.add(name);
     for (const c of this.captures) c.add(name);
   }
 
   addLooseColumn(col: string): void {
     this.looseColumns.add(col);
     if (this.filterDepth > 0) this.looseFilterColumns.add(col);
+    if (this.expressionDepth > 0) this.looseExpressionColumns.add(col);
   }
 
-  /** A filter-position reference to a derived source: every base column the source reads. */
+  /** A filter or expression reference to a derived source: every base column the source reads. */
   addFilterReads(reads: ReadonlySet<string>): void {
     if (this.filterDepth > 0) for (const col of reads) this.filterColumns.add(col);
+    if (this.expressionDepth > 0) for (const col of reads) this.expressionColumns.add(col);
   }
 
   finish(): SqlStatement[] {
@@ -167,6 +193,7 @@ class StatementCollector {
     };
     attribute(this.looseColumns, this.columns);
     attribute(this.looseFilterColumns, this.filterColumns);
+    attribute(this.looseExpressionColumns, this.expressionColumns);
     const stmt: SqlStatement = {
       command: this.command,
       relations: [...this.relations].sort(),
@@ -176,6 +203,7 @@ class StatementCollector {
     if (this.effects.size) stmt.effects = [...this.effects].sort();
     if (this.writes.size) stmt.writes = [...this.writes].sort();
     if (this.filterColumns.size) stmt.filter_columns = [...this.filterColumns].sort();
+    if (this.expressionColumns.size) stmt.expression_columns = [...this.expressionColumns].sort();
     return [stmt, ...this.extra];
   }
 }
@@ -310,9 +338,64 @@ class Walker {
     return reads;
   }
 
-  /** A nested statement's filter columns are filters of this one too. */
+  /** A nested statement's filter and expression columns are this one's too. */
   private mergeFilters(st: SqlStatement): void {
     for (const col of st.filter_columns ?? []) this.c.filterColumns.add(col);
+    for (const col of st.expression_columns ?? []) this.c.expressionColumns.add(col);
+  }
+
+  /** Walk an expression that could fail on the values it reads (see StatementCollector.expressionColumns). */
+  private computed(walk: () => void): void {
+    this.c.expressionDepth++;
+    try {
+      walk();
+    } finally {
+      this.c.expressionDepth--;
+    }
+  }
+
+  /**
+   * Walk one select-list entry. Shapes that cannot fail on a value pass a column through:
+   * a column or whole-row reference, a cast to text, `||`, and the functions in
+   * OUTPUT_SAFE_FUNCTIONS over such shapes. Anything else is walked as `computed`.
+   */
+  private output(n: unknown, scope: Scope): void {
+    if (!isNode(n)) return this.generic(n, scope);
+    const [type] = Object.keys(n);
+    const body = n[type ?? ''] as Node;
+    switch (type) {
+      case 'ColumnRef':
+      case 'A_Const':
+      case 'SubLink':
+        // A sub-select is a statement of its own: its select list is checked when it is walked.
+        return this.generic(n, scope);
+      case 'TypeCast': {
+        const names = (((body.typeName as Node | undefined)?.names as unknown[]) ?? []).map(str);
+        if (TEXT_TYPES.has(String(names[names.length - 1]).toLowerCase())) return this.output(body.arg, scope);
+        break;
+      }
+      case 'A_Expr': {
+        const op = ((body.name as unknown[]) ?? []).map(str);
+        if (body.kind === 'AEXPR_OP' && op.length === 1 && op[0] === '||') {
+          this.output(body.lexpr, scope);
+          return this.output(body.rexpr, scope);
+        }
+        break;
+      }
+      case 'FuncCall': {
+        const parts = ((body.funcname as unknown[]) ?? []).map(str).filter((x): x is string => x !== undefined);
+        const bare = (parts[parts.length - 1] ?? '').toLowerCase();
+        const schemaOk = parts.length === 1 || (parts.length === 2 && parts[0]!.toLowerCase() === 'pg_catalog');
+        if (schemaOk && OUTPUT_SAFE_FUNCTIONS.has(bare) && !body.agg_filter && !body.over && !body.agg_order) {
+          this.c.functions.add(bare);
+          if (parts.length > 1) this.c.functions.add(parts.map((x) => x.toLowerCase()).join('.'));
+          for (const a of (body.args as unknown[]) ?? []) this.output(a, scope);
+          return;
+        }
+        break;
+      }
+    }
+    this.computed(() => this.generic(n, scope));
   }
 
   statement(node: Node, scope: Scope): void {
@@ -509,7 +592,12 @@ class Walker {
     const deferred: unknown[] = [];
     for (const item of (s.fromClause as unknown[]) ?? []) this.fromItem(item as Node, frame, inner, deferred);
     this.filtered(() => this.generic(deferred, inner));
-    this.generic([s.targetList, s.valuesLists, s.lockingClause], inner);
+    for (const t of (s.targetList as unknown[]) ?? []) {
+      const entry = isNode(t) ? (t.ResTarget as Node | undefined) : undefined;
+      if (entry) this.output(entry.val, inner);
+      else this.generic(t, inner);
+    }
+    this.generic([s.valuesLists, s.lockingClause], inner);
     this.filtered(() => {
       this.generic([s.whereClause, s.groupClause, s.havingClause, s.windowClause, s.sortClause, s.limitCount, s.limitOffset, s.distinctClause], inner);
       const sorted = ((s.sortClause as unknown[]) ?? []).map((x) => ((x as Node).SortBy as Node | undefined)?.node);
@@ -853,6 +941,7 @@ function freezeStatement(st: SqlStatement): void {
   if (st.effects) Object.freeze(st.effects);
   if (st.writes) Object.freeze(st.writes);
   if (st.filter_columns) Object.freeze(st.filter_columns);
+  if (st.expression_columns) Object.freeze(st.expression_columns);
   Object.freeze(st);
 }
 
