@@ -318,11 +318,16 @@ class Walker {
 
   /** Walk a position that decides which rows come back (see StatementCollector.filterColumns). */
   private filtered(walk: () => void): void {
-    this.c.filterDepth++;
+    this.within('filterDepth', walk);
+  }
+
+  /** Walk with one of the collector's position counters raised. */
+  private within(depth: 'filterDepth' | 'expressionDepth', walk: () => void): void {
+    this.c[depth]++;
     try {
       walk();
     } finally {
-      this.c.filterDepth--;
+      this.c[depth]--;
     }
   }
 
@@ -346,12 +351,7 @@ class Walker {
 
   /** Walk an expression that could fail on the values it reads (see StatementCollector.expressionColumns). */
   private computed(walk: () => void): void {
-    this.c.expressionDepth++;
-    try {
-      walk();
-    } finally {
-      this.c.expressionDepth--;
-    }
+    this.within('expressionDepth', walk);
   }
 
   /**
