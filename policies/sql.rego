@@ -117,42 +117,37 @@ dangerous_function(name) if {
 	startswith(name, prefix)
 }
 
-# A column the shim masks may not decide which rows come back, how many or in what order:
-# `WHERE ssn LIKE '1%'` would read it back one question at a time. The summariser lists
-# such columns as `filter_columns` (WHERE, JOIN conditions, GROUP BY, HAVING, ORDER BY,
-# DISTINCT ON, LIMIT, set-returning function arguments, and sub-selects in them). A
-# resource may let named columns be filtered on anyway (`filterable_masked_columns`), e.g.
-# an email an agent looks customers up by.
-deny contains concat(" ", ["masked_column_in_filter", col]) if {
+# A column the shim masks may not be used to ask about its value:
+# - `filter_columns` decide which rows come back, how many or in what order (WHERE, JOIN
+#   conditions, GROUP BY, HAVING, ORDER BY, DISTINCT ON, LIMIT, set-returning function
+#   arguments, and sub-selects in them): `WHERE ssn LIKE '1%'` reads it back one question
+#   at a time;
+# - `expression_columns` are computed on in a select list by an expression that could fail
+#   on the value (`1/(CASE WHEN ssn LIKE '1%' THEN 0 ELSE 1 END)`): the error text is
+#   withheld, but whether the statement failed answers the question.
+# A resource may exempt named columns (`filterable_masked_columns`), e.g. an email an agent
+# looks customers up by; such a column can be probed anyway, so it may be computed on too.
+probe_reasons := {"filter_columns": "masked_column_in_filter", "expression_columns": "masked_column_in_expression"}
+
+deny contains concat(" ", [reason, col]) if {
+	some field, reason in probe_reasons
 	some st in statements
-	some f in object.get(st, "filter_columns", [])
+	some f in object.get(st, field, [])
 	some col, _ in object.get(resource_cfg, "sensitive_columns", {})
 	not col in object.get(resource_cfg, "filterable_masked_columns", [])
-	filter_reaches(f, col)
+	column_reaches(f, col)
 }
 
-# The same goes for a masked column computed on in a select list by an expression that
-# could fail on its value (`1/(CASE WHEN ssn LIKE '1%' THEN 0 ELSE 1 END)`): the error text
-# is withheld, but whether the statement failed answers the question. The summariser lists
-# such columns as `expression_columns`; a column that may be filtered on may be computed on.
-deny contains concat(" ", ["masked_column_in_expression", col]) if {
-	some st in statements
-	some f in object.get(st, "expression_columns", [])
-	some col, _ in object.get(resource_cfg, "sensitive_columns", {})
-	not col in object.get(resource_cfg, "filterable_masked_columns", [])
-	filter_reaches(f, col)
-}
-
-filter_reaches(f, col) if f == col
+column_reaches(f, col) if f == col
 
 # A whole-row reference (`WHERE c::text LIKE …`) reaches every column of its relation.
-filter_reaches(f, col) if {
+column_reaches(f, col) if {
 	endswith(f, ".*")
 	startswith(col, trim_suffix(f, "*"))
 }
 
 # A column the summariser could not tie to a relation (`?.ssn`) may be any relation's.
-filter_reaches(f, col) if {
+column_reaches(f, col) if {
 	startswith(f, "?.")
 	endswith(col, substring(f, 1, -1))
 }

@@ -179,7 +179,7 @@ class StatementCollector {
   }
 
   /** A filter or expression reference to a derived source: every base column the source reads. */
-  addFilterReads(reads: ReadonlySet<string>): void {
+  addDerivedReads(reads: ReadonlySet<string>): void {
     if (this.filterDepth > 0) for (const col of reads) this.filterColumns.add(col);
     if (this.expressionDepth > 0) for (const col of reads) this.expressionColumns.add(col);
   }
@@ -344,7 +344,7 @@ class Walker {
   }
 
   /** A nested statement's filter and expression columns are this one's too. */
-  private mergeFilters(st: SqlStatement): void {
+  private mergeProbeColumns(st: SqlStatement): void {
     for (const col of st.filter_columns ?? []) this.c.filterColumns.add(col);
     for (const col of st.expression_columns ?? []) this.c.expressionColumns.add(col);
   }
@@ -383,16 +383,13 @@ class Walker {
         break;
       }
       case 'FuncCall': {
-        const parts = ((body.funcname as unknown[]) ?? []).map(str).filter((x): x is string => x !== undefined);
-        const bare = (parts[parts.length - 1] ?? '').toLowerCase();
-        const schemaOk = parts.length === 1 || (parts.length === 2 && parts[0]!.toLowerCase() === 'pg_catalog');
-        if (schemaOk && OUTPUT_SAFE_FUNCTIONS.has(bare) && !body.agg_filter && !body.over && !body.agg_order) {
-          this.c.functions.add(bare);
-          if (parts.length > 1) this.c.functions.add(parts.map((x) => x.toLowerCase()).join('.'));
-          for (const a of (body.args as unknown[]) ?? []) this.output(a, scope);
-          return;
-        }
-        break;
+        if (body.agg_filter || body.over || body.agg_order) break;
+        const parts = functionParts(body);
+        const builtin = parts.length === 1 || (parts.length === 2 && parts[0] === 'pg_catalog');
+        if (!builtin || !OUTPUT_SAFE_FUNCTIONS.has(parts[parts.length - 1] ?? '')) break;
+        this.calledFunction(body);
+        for (const a of (body.args as unknown[]) ?? []) this.output(a, scope);
+        return;
       }
     }
     this.computed(() => this.generic(n, scope));
@@ -522,7 +519,7 @@ class Walker {
     (this.c as { command: string }).command = head.command;
     for (const r of head.relations) this.c.relations.add(r);
     for (const col of head.columns) this.c.addColumn(col);
-    this.mergeFilters(head);
+    this.mergeProbeColumns(head);
     for (const f of head.functions) this.c.functions.add(f);
     for (const w of head.writes ?? []) this.c.writes.add(w);
     for (const e of head.effects ?? []) this.c.effects.add(e);
@@ -535,7 +532,7 @@ class Walker {
     if (!head) return;
     for (const r of head.relations) this.c.relations.add(r);
     for (const col of head.columns) this.c.addColumn(col);
-    this.mergeFilters(head);
+    this.mergeProbeColumns(head);
     for (const f of head.functions) this.c.functions.add(f);
     for (const e of head.effects ?? []) this.c.effects.add(e);
     // Writes of an inner statement stay visible as their own statement entries.
@@ -563,7 +560,7 @@ class Walker {
         this.c.extra.push(...inner);
         // What the CTE returns is readable by the outer query.
         for (const s of inner) for (const col of s.columns) this.c.addColumn(col);
-        for (const s of inner) this.mergeFilters(s);
+        for (const s of inner) this.mergeProbeColumns(s);
         for (const s of inner) for (const r of s.relations) this.c.relations.add(r);
       } else this.mergeReads(inner);
     });
@@ -661,7 +658,7 @@ class Walker {
           for (const col of ((body.usingClause as unknown[]) ?? []).map(str)) {
             if (col === undefined) continue;
             for (const r of frame.relations) this.c.addColumn(`${r}.${col}`);
-            for (const reads of frame.derived.values()) this.c.addFilterReads(reads);
+            for (const reads of frame.derived.values()) this.c.addDerivedReads(reads);
           }
         });
         if (body.alias) {
@@ -751,7 +748,7 @@ class Walker {
           found = true;
         }
         // It may be an output column of any derived source in view, whatever that one reads.
-        for (const reads of f.derived.values()) this.c.addFilterReads(reads);
+        for (const reads of f.derived.values()) this.c.addDerivedReads(reads);
         const whole = f.sources.get(col);
         if (whole) this.c.addColumn(`${whole}.*`);
         const alt = f.sources.get(`${col}\u0000alt`);
@@ -778,7 +775,7 @@ class Walker {
         if (rel) this.c.addColumn(`${rel}.${col}`);
         if (alt) this.c.addColumn(`${alt}.${col}`);
         const reads = f.derived.get(alias);
-        if (reads) this.c.addFilterReads(reads);
+        if (reads) this.c.addDerivedReads(reads);
         for (const r of f.joins.get(alias) ?? []) this.c.addColumn(`${r}.${col}`);
         resolved = true;
         break;
@@ -791,12 +788,22 @@ class Walker {
     }
   }
 
-  private funcCall(fc: Node, scope: Scope): void {
-    const parts = ((fc.funcname as unknown[]) ?? []).map(str).filter((s): s is string => s !== undefined);
-    const bare = (parts[parts.length - 1] ?? '').toLowerCase();
+  /**
+   * Report a call's function (bare and, when qualified, with its schema, lower case) and
+   * refuse the ones the proxy never lets through. Returns the name's lower-case parts.
+   */
+  private calledFunction(fc: Node): string[] {
+    const parts = functionParts(fc);
+    const bare = parts[parts.length - 1] ?? '';
     this.c.functions.add(bare);
-    if (parts.length > 1) this.c.functions.add(parts.map((p) => p.toLowerCase()).join('.'));
+    if (parts.length > 1) this.c.functions.add(parts.join('.'));
     if (SETTING_FUNCTIONS.has(bare)) throw new Undescribable(`${bare}() is not allowed through the proxy`);
+    return parts;
+  }
+
+  private funcCall(fc: Node, scope: Scope): void {
+    const parts = this.calledFunction(fc);
+    const bare = parts[parts.length - 1] ?? '';
     if (SET_RETURNING_FUNCTIONS.has(bare)) this.filtered(() => this.generic([fc.args, fc.agg_order, fc.agg_filter, fc.over], scope));
     else this.generic([fc.args, fc.agg_order, fc.agg_filter, fc.over], scope);
   }
@@ -839,6 +846,11 @@ class Walker {
       }
     }
   }
+}
+
+/** A call's function name, in lower-case parts (`pg_catalog.upper` → ['pg_catalog', 'upper']). */
+function functionParts(fc: Node): string[] {
+  return ((fc.funcname as unknown[]) ?? []).map(str).filter((s): s is string => s !== undefined).map((p) => p.toLowerCase());
 }
 
 /** Drop positions and constant values so a query's shape hashes the same for any parameters. */
