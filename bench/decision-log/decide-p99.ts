@@ -17,6 +17,18 @@
  *        [--pg-via auto|socket|tcp]        (both PDPs' way to Postgres; default tcp)
  *        [--generator vegeta|node]         (the paced load generator; default vegeta)
  *        [--rate-fraction 0.5]             (the paced rate as a share of the slower peak)
+ *        [--pdp-cpus 0]                    (PDPs on these CPUs; Postgres, vegeta and this process on the rest)
+ *        [--control]                       (both PDPs without the log: the ratio of two identical servers)
+ *
+ * `--control` runs the same method on two servers that do not log (an A/A test): how far
+ * from 1.00× its ratio lands is the method's own noise on the machine at that time, against
+ * which a logging ratio can be read.
+ *
+ * `--pdp-cpus` lays out a deployment's topology on one machine: a PDP on cores of its own,
+ * with its database and its clients elsewhere. By default everything shares every core, so
+ * the logging server's Postgres work competes with the PDP itself for the same CPUs; with
+ * the split, each side's p99 carries only its own process's work. It pins the shared
+ * Postgres's processes with taskset (root) and gives them every CPU back at the end.
  *
  * The paced rounds are driven by vegeta (a Go binary, installed on first use by
  * scripts/ensure-vegeta.sh) unless `--generator node`: this process's own generator costs
@@ -34,7 +46,7 @@ import { createThrowawayDatabase, type ThrowawayDatabase } from '../../test/clus
 import { existsSync } from 'node:fs';
 import { runLoad, runPaced as runPacedNode, type PacedSpec, type PhaseResult } from '../pdp-vs-opa/load.js';
 import { runVegeta } from '../pdp-vs-opa/vegeta.js';
-import { cpuSeconds, cpuStallMicros, cpuTimesOf } from '../pdp-vs-opa/machine.js';
+import { ALL_CPUS, cpuSeconds, cpuStallMicros, cpuTimesOf, pinProcesses } from '../pdp-vs-opa/machine.js';
 import { startScopegate, type RunningScopegate } from '../pdp-vs-opa/servers.js';
 import { BENCH_SCOPES, decideBody } from '../pdp-vs-opa/workload.js';
 
@@ -53,8 +65,27 @@ const { values } = parseArgs({
     generator: { type: 'string', default: 'vegeta' },
     // The paced rate as a share of the slower server's peak (default: half).
     'rate-fraction': { type: 'string', default: '0.5' },
+    // A `taskset` CPU list for both PDPs; everything else of the run goes on the other CPUs.
+    'pdp-cpus': { type: 'string' },
+    // Both servers without the decision log (A/A): the method's noise floor.
+    control: { type: 'boolean', default: false },
   },
 });
+const PDP_CPUS = values['pdp-cpus'];
+/** The CPUs not in the PDPs' list: Postgres, the load generator and this process. */
+const OTHER_CPUS = PDP_CPUS === undefined ? undefined : otherCpus(PDP_CPUS);
+
+function otherCpus(list: string): string {
+  const taken = new Set<number>();
+  for (const part of list.split(',')) {
+    const [a, b] = part.split('-').map(Number);
+    if (!Number.isInteger(a) || (b !== undefined && !Number.isInteger(b))) throw new Error(`--pdp-cpus: not a CPU list: ${list}`);
+    for (let c = a!; c <= (b ?? a!); c++) taken.add(c);
+  }
+  const rest = Array.from({ length: os.availableParallelism() }, (_, c) => c).filter((c) => !taken.has(c));
+  if (rest.length === 0 || taken.size === 0) throw new Error(`--pdp-cpus ${list} must leave some of the ${os.availableParallelism()} CPUs to the others`);
+  return rest.join(',');
+}
 const RATE_FRACTION = Number(values['rate-fraction']);
 if (!(RATE_FRACTION > 0 && RATE_FRACTION <= 1)) throw new Error('--rate-fraction must be in (0, 1]');
 const DURATION = Number(values.duration);
@@ -90,8 +121,9 @@ async function start(label: string, logOn: boolean): Promise<Target> {
   const db = await createThrowawayDatabase();
   const server = await startScopegate({
     dataDir: dir,
-    env: { DATABASE_URL: pdpDatabaseUrl(db), SCOPEGATE_DECISION_LOG: String(logOn), SCOPEGATE_CACHE: 'memory', SCOPEGATE_SPOOL_MEMORY_DIR: values['spool-memory'] },
+    env: { DATABASE_URL: pdpDatabaseUrl(db), SCOPEGATE_DECISION_LOG: String(logOn && !values.control), SCOPEGATE_CACHE: 'memory', SCOPEGATE_SPOOL_MEMORY_DIR: values['spool-memory'] },
   });
+  if (PDP_CPUS !== undefined) await pinProcesses({ pid: server.pid }, PDP_CPUS);
   const res = await fetch(`${server.url}/v1/tokens`, {
     method: 'POST',
     headers: { 'content-type': 'application/json', authorization: `Bearer ${server.adminKey}` },
@@ -114,6 +146,7 @@ function spec(t: Target) {
     },
     connections: CONNECTIONS,
     durationS: DURATION,
+    cpuList: OTHER_CPUS,
     verify: (body: string) => body.includes('"effect":"allow"'),
   };
 }
@@ -151,7 +184,13 @@ const fmt = (r: PhaseResult) =>
 
 const targets: Target[] = [];
 try {
+  if (OTHER_CPUS !== undefined) {
+    await pinProcesses({ pid: process.pid }, OTHER_CPUS);
+    await pinProcesses({ comm: 'postgres' }, OTHER_CPUS);
+  }
   console.log(`load average before: ${os.loadavg().map((l) => l.toFixed(2)).join(' ')} (${os.cpus().length} cpus); spool memory tier: ${values['spool-memory']}; PDPs reach Postgres over ${PG_VIA}; paced load by ${values.generator}`);
+  if (values.control) console.log('control run: neither server logs; "log_on" is a second copy of "log_off"');
+  if (OTHER_CPUS !== undefined) console.log(`CPU split: PDPs on CPU ${PDP_CPUS}; Postgres, the load generator and this process on CPU ${OTHER_CPUS}`);
   targets.push(await start('log_on', true), await start('log_off', false));
   for (const t of targets) await runLoad({ ...spec(t), durationS: 2 }); // warm-up
   const peak: Record<string, PhaseResult> = {};
@@ -204,4 +243,6 @@ try {
     await t.db.drop().catch(() => {});
     await rm(t.dir, { recursive: true, force: true });
   }
+  // Postgres is shared: give every one of its processes (backends forked meanwhile included) all CPUs back.
+  if (OTHER_CPUS !== undefined) await pinProcesses({ comm: 'postgres' }, ALL_CPUS);
 }

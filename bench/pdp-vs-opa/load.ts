@@ -152,6 +152,8 @@ export interface PacedSpec extends LoadSpec {
   rate: number;
   /** After the last request is due, how long answers are still awaited before the phase is cut off. */
   graceS: number;
+  /** Run the generator on these CPUs (a `taskset` list); vegeta only: the in-process generator runs where this process does. */
+  cpuList?: string | undefined;
 }
 
 export async function runPaced(spec: PacedSpec): Promise<PhaseResult> {

@@ -6,7 +6,10 @@
  * pressure stall information) — the part of a latency figure that is the machine's, not
  * the server's. Both are undefined where /proc does not provide them.
  */
+import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
 
 /** Clock ticks per second of /proc's CPU counters (USER_HZ: 100 on every mainstream Linux build). */
 const USER_HZ = 100;
@@ -120,3 +123,26 @@ export async function watchPhase(pid: number): Promise<() => Promise<{ cpuSecond
     };
   };
 }
+
+/**
+ * Restrict processes (every thread of each; threads they start later inherit it) to a CPU
+ * list such as `0` or `1-3`, with util-linux's `taskset` (Linux only; needs the right to
+ * change those processes, i.e. root for another user's). Used to lay out a deployment's
+ * topology on one machine: the server under test on cores of its own, its database and its
+ * clients on the others.
+ */
+export async function pinProcesses(which: { pid: number } | { comm: string }, cpuList: string): Promise<number[]> {
+  const pids = 'pid' in which ? [which.pid] : (await allProcesses()).filter((p) => p.comm === which.comm).map((p) => p.pid);
+  for (const pid of pids) {
+    try {
+      execFileSync('taskset', ['-a', '-p', '-c', cpuList, String(pid)], { stdio: 'ignore' });
+    } catch (err) {
+      // A process that ended in the meantime is fine; anything else means the layout is not what it claims.
+      if (existsSync(`/proc/${pid}`)) throw new Error(`taskset could not pin ${pid} to CPUs ${cpuList}: ${(err as Error).message}`);
+    }
+  }
+  return pids;
+}
+
+/** Every CPU of the machine, as a `taskset` list. */
+export const ALL_CPUS = `0-${availableParallelism() - 1}`;

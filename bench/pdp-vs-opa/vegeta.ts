@@ -51,16 +51,22 @@ export async function runVegeta(spec: PacedSpec): Promise<PhaseResult> {
     ];
     const report = await new Promise<VegetaReport>((resolve, reject) => {
       // attack | report, both vegeta; the results stream never touches this process.
-      const a = spawn(bin, attack, { stdio: ['ignore', 'pipe', 'inherit'] });
-      const r = spawn(bin, ['report', '-type=json'], { stdio: ['pipe', 'pipe', 'inherit'] });
+      const pinned = (args: string[]): [string, string[]] => (spec.cpuList ? ['taskset', ['-c', spec.cpuList, bin, ...args]] : [bin, args]);
+      const a = spawn(...pinned(attack), { stdio: ['ignore', 'pipe', 'inherit'] });
+      const r = spawn(...pinned(['report', '-type=json']), { stdio: ['pipe', 'pipe', 'inherit'] });
       a.stdout.pipe(r.stdin);
       let out = '';
       r.stdout.on('data', (d: Buffer) => (out += d.toString()));
       r.on('error', reject);
       a.on('error', reject);
-      r.on('exit', (code) => {
+      let attackExit: number | null | undefined;
+      a.on('exit', (code) => (attackExit = code));
+      // 'close', not 'exit': 'exit' may come before the last of the report's stdout has been read
+      // (that cut a run short with "Unexpected end of JSON input").
+      r.on('close', (code) => {
         try {
           if (code !== 0) throw new Error(`vegeta report exited with ${code}`);
+          if (attackExit !== undefined && attackExit !== 0) throw new Error(`vegeta attack exited with ${attackExit}`);
           resolve(JSON.parse(out) as VegetaReport);
         } catch (err) {
           reject(err as Error);

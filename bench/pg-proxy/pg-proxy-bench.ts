@@ -55,6 +55,8 @@ const { values } = parseArgs({
     // How pgbouncer, the proxy and the relay reach Postgres: `tcp` (127.0.0.1:5432) or
     // `socket` (its Unix socket in /var/run/postgresql, as a pooler beside its database would).
     upstream: { type: 'string', default: 'tcp' },
+    // Extra Node flags for the proxy process, space-separated (e.g. `--perf-basic-prof` for `perf record -p`).
+    'proxy-node-args': { type: 'string', default: '' },
   },
 });
 const SECONDS = Math.max(1, Math.min(120, Number(values.seconds)));
@@ -206,7 +208,8 @@ async function startPgbouncer(dir: string, database: string): Promise<{ port: nu
 /** The pg-proxy as its own process, configured by environment variables like a deployment. */
 async function startProxy(pdp: RunningPdp, database: string, profileDir: string | undefined): Promise<{ port: number; child: ChildProcess; stop(): Promise<void> }> {
   const port = await freePort();
-  const args = ['--import', 'tsx', ...(profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : []), path.join(REPO_ROOT, 'shims/pg-proxy/src/main.ts')];
+  const extra = values['proxy-node-args'].split(' ').filter(Boolean);
+  const args = [...extra, '--import', 'tsx', ...(profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : []), path.join(REPO_ROOT, 'shims/pg-proxy/src/main.ts')];
   // In a session of its own, as pgbouncer's `-d` gives pgbouncer (spawnService).
   const child = spawnService(process.execPath, args, {
     cwd: REPO_ROOT,
