@@ -123,7 +123,7 @@ async function start(label: string, logOn: boolean): Promise<Target> {
     dataDir: dir,
     env: { DATABASE_URL: pdpDatabaseUrl(db), SCOPEGATE_DECISION_LOG: String(logOn && !values.control), SCOPEGATE_CACHE: 'memory', SCOPEGATE_SPOOL_MEMORY_DIR: values['spool-memory'] },
   });
-  if (PDP_CPUS !== undefined) await pinProcesses({ pid: server.pid }, PDP_CPUS);
+  if (PDP_CPUS !== undefined) pinProcesses({ pid: server.pid }, PDP_CPUS);
   const res = await fetch(`${server.url}/v1/tokens`, {
     method: 'POST',
     headers: { 'content-type': 'application/json', authorization: `Bearer ${server.adminKey}` },
@@ -185,8 +185,15 @@ const fmt = (r: PhaseResult) =>
 const targets: Target[] = [];
 try {
   if (OTHER_CPUS !== undefined) {
-    await pinProcesses({ pid: process.pid }, OTHER_CPUS);
-    await pinProcesses({ comm: 'postgres' }, OTHER_CPUS);
+    // Interrupted, the run must still hand the shared Postgres its CPUs back.
+    for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+      process.once(signal, () => {
+        pinProcesses({ comm: 'postgres' }, ALL_CPUS);
+        process.exit(130);
+      });
+    }
+    pinProcesses({ pid: process.pid }, OTHER_CPUS);
+    pinProcesses({ comm: 'postgres' }, OTHER_CPUS);
   }
   console.log(`load average before: ${os.loadavg().map((l) => l.toFixed(2)).join(' ')} (${os.cpus().length} cpus); spool memory tier: ${values['spool-memory']}; PDPs reach Postgres over ${PG_VIA}; paced load by ${values.generator}`);
   if (values.control) console.log('control run: neither server logs; "log_on" is a second copy of "log_off"');
@@ -244,5 +251,5 @@ try {
     await rm(t.dir, { recursive: true, force: true });
   }
   // Postgres is shared: give every one of its processes (backends forked meanwhile included) all CPUs back.
-  if (OTHER_CPUS !== undefined) await pinProcesses({ comm: 'postgres' }, ALL_CPUS);
+  if (OTHER_CPUS !== undefined) pinProcesses({ comm: 'postgres' }, ALL_CPUS);
 }

@@ -7,7 +7,7 @@
  * the server's. Both are undefined where /proc does not provide them.
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 
@@ -129,10 +129,10 @@ export async function watchPhase(pid: number): Promise<() => Promise<{ cpuSecond
  * list such as `0` or `1-3`, with util-linux's `taskset` (Linux only; needs the right to
  * change those processes, i.e. root for another user's). Used to lay out a deployment's
  * topology on one machine: the server under test on cores of its own, its database and its
- * clients on the others.
+ * clients on the others. Synchronous, so a signal handler can undo it on the way out.
  */
-export async function pinProcesses(which: { pid: number } | { comm: string }, cpuList: string): Promise<number[]> {
-  const pids = 'pid' in which ? [which.pid] : (await allProcesses()).filter((p) => p.comm === which.comm).map((p) => p.pid);
+export function pinProcesses(which: { pid: number } | { comm: string }, cpuList: string): number[] {
+  const pids = 'pid' in which ? [which.pid] : processesNamed(which.comm);
   for (const pid of pids) {
     try {
       execFileSync('taskset', ['-a', '-p', '-c', cpuList, String(pid)], { stdio: 'ignore' });
@@ -142,6 +142,20 @@ export async function pinProcesses(which: { pid: number } | { comm: string }, cp
     }
   }
   return pids;
+}
+
+/** The pids of every process with this command name (/proc/<pid>/comm). */
+function processesNamed(comm: string): number[] {
+  const out: number[] = [];
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      if (readFileSync(`/proc/${name}/comm`, 'utf8').trim() === comm) out.push(Number(name));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
 }
 
 /** Every CPU of the machine, as a `taskset` list. */
