@@ -189,7 +189,7 @@ try {
     for (const signal of ['SIGINT', 'SIGTERM'] as const) {
       process.once(signal, () => {
         pinProcesses({ comm: 'postgres' }, ALL_CPUS);
-        process.exit(130);
+        process.exit(128 + os.constants.signals[signal]);
       });
     }
     pinProcesses({ pid: process.pid }, OTHER_CPUS);

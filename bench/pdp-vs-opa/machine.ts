@@ -8,7 +8,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { readdir, readFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 
 /** Clock ticks per second of /proc's CPU counters (USER_HZ: 100 on every mainstream Linux build). */
@@ -42,12 +42,20 @@ interface ProcStat {
   sys: number;
 }
 
-/** Every process's parent, name and CPU times, from /proc/<pid>/stat (processes that vanish mid-read are skipped). */
-async function allProcesses(): Promise<ProcStat[]> {
+/**
+ * Every process's parent, name and CPU times, from /proc/<pid>/stat (processes that vanish
+ * mid-read are skipped). Synchronous: /proc reads do not block, and a signal handler can use it.
+ */
+function allProcesses(): ProcStat[] {
   const out: ProcStat[] = [];
-  for (const name of await readdir('/proc')) {
+  for (const name of readdirSync('/proc')) {
     if (!/^\d+$/.test(name)) continue;
-    const stat = await readFile(`/proc/${name}/stat`, 'utf8').catch(() => '');
+    let stat = '';
+    try {
+      stat = readFileSync(`/proc/${name}/stat`, 'utf8');
+    } catch {
+      continue;
+    }
     const close = stat.lastIndexOf(')');
     if (close < 0) continue;
     const fields = stat.slice(close + 2).split(' ');
@@ -69,7 +77,7 @@ async function allProcesses(): Promise<ProcStat[]> {
  * or, with `comm`, by every process of that name (all of Postgres's server processes).
  */
 export async function cpuTimesOf(which: { root: number } | { comm: string }): Promise<CpuTimes> {
-  const procs = await allProcesses();
+  const procs = allProcesses();
   const picked = new Set<number>();
   if ('comm' in which) {
     for (const p of procs) if (p.comm === which.comm) picked.add(p.pid);
@@ -132,7 +140,7 @@ export async function watchPhase(pid: number): Promise<() => Promise<{ cpuSecond
  * clients on the others. Synchronous, so a signal handler can undo it on the way out.
  */
 export function pinProcesses(which: { pid: number } | { comm: string }, cpuList: string): number[] {
-  const pids = 'pid' in which ? [which.pid] : processesNamed(which.comm);
+  const pids = 'pid' in which ? [which.pid] : allProcesses().filter((p) => p.comm === which.comm).map((p) => p.pid);
   for (const pid of pids) {
     try {
       execFileSync('taskset', ['-a', '-p', '-c', cpuList, String(pid)], { stdio: 'ignore' });
@@ -142,20 +150,6 @@ export function pinProcesses(which: { pid: number } | { comm: string }, cpuList:
     }
   }
   return pids;
-}
-
-/** The pids of every process with this command name (/proc/<pid>/comm). */
-function processesNamed(comm: string): number[] {
-  const out: number[] = [];
-  for (const name of readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    try {
-      if (readFileSync(`/proc/${name}/comm`, 'utf8').trim() === comm) out.push(Number(name));
-    } catch {
-      // gone meanwhile
-    }
-  }
-  return out;
 }
 
 /** Every CPU of the machine, as a `taskset` list. */
