@@ -33,8 +33,22 @@ interface VegetaReport {
   errors: string[] | null;
 }
 
-export async function runVegeta(spec: PacedSpec): Promise<PhaseResult> {
+/** Run `vegeta <args>` (on the given CPUs) to its end; its stdout. */
+function run(args: string[], cpuList: string | undefined): Promise<string> {
   const bin = vegeta();
+  return new Promise((resolve, reject) => {
+    const child = cpuList ? spawn('taskset', ['-c', cpuList, bin, ...args], { stdio: ['ignore', 'pipe', 'inherit'] }) : spawn(bin, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.on('error', reject);
+    // 'close', not 'exit': 'exit' may come before the last of stdout has been read (that once
+    // cut a report short with "Unexpected end of JSON input").
+    child.on('close', (code) => (code === 0 ? resolve(out) : reject(new Error(`vegeta ${args[0]} exited with ${code}`))));
+  });
+}
+
+export async function runVegeta(spec: PacedSpec): Promise<PhaseResult> {
+  vegeta(); // installed before the clock starts
   const dir = await mkdtemp(path.join(os.tmpdir(), 'sg-vegeta-'));
   try {
     const bodies = Array.from({ length: 1000 }, () => spec.body());
@@ -45,34 +59,18 @@ export async function runVegeta(spec: PacedSpec): Promise<PhaseResult> {
     const targets = bodies.map((b) => JSON.stringify({ method: 'POST', url: new URL(spec.path, spec.url).toString(), header: headers, body: Buffer.from(b).toString('base64') }));
     const targetFile = path.join(dir, 'targets.json');
     await writeFile(targetFile, targets.join('\n') + '\n');
+    const resultsFile = path.join(dir, 'results.bin');
     const attack = [
       'attack', '-format=json', `-targets=${targetFile}`, `-rate=${spec.rate}/s`, `-duration=${spec.durationS}s`,
       `-workers=${spec.connections}`, '-max-workers=256', '-keepalive=true', `-timeout=${spec.graceS + spec.durationS}s`,
+      // Answers were checked above; the results keep no bodies (each one is still read whole).
+      '-max-body=0', `-output=${resultsFile}`,
     ];
-    const report = await new Promise<VegetaReport>((resolve, reject) => {
-      // attack | report, both vegeta; the results stream never touches this process.
-      const pinned = (args: string[]): [string, string[]] => (spec.cpuList ? ['taskset', ['-c', spec.cpuList, bin, ...args]] : [bin, args]);
-      const a = spawn(...pinned(attack), { stdio: ['ignore', 'pipe', 'inherit'] });
-      const r = spawn(...pinned(['report', '-type=json']), { stdio: ['pipe', 'pipe', 'inherit'] });
-      a.stdout.pipe(r.stdin);
-      let out = '';
-      r.stdout.on('data', (d: Buffer) => (out += d.toString()));
-      r.on('error', reject);
-      a.on('error', reject);
-      let attackExit: number | null | undefined;
-      a.on('exit', (code) => (attackExit = code));
-      // 'close', not 'exit': 'exit' may come before the last of the report's stdout has been read
-      // (that cut a run short with "Unexpected end of JSON input").
-      r.on('close', (code) => {
-        try {
-          if (code !== 0) throw new Error(`vegeta report exited with ${code}`);
-          if (attackExit !== undefined && attackExit !== 0) throw new Error(`vegeta attack exited with ${attackExit}`);
-          resolve(JSON.parse(out) as VegetaReport);
-        } catch (err) {
-          reject(err as Error);
-        }
-      });
-    });
+    // The attack writes its results to a file and is reported on once it has ended: a report
+    // decoding the stream during the attack would take CPU from the generator itself, and so
+    // add its own delays to the latencies measured.
+    await run(attack, spec.cpuList);
+    const report = JSON.parse(await run(['report', '-type=json', resultsFile], spec.cpuList)) as VegetaReport;
     const ok = Object.entries(report.status_codes).reduce((n, [code, c]) => (code.startsWith('2') ? n + c : n), 0);
     const failed = report.status_codes['0'] ?? 0;
     const durationS = (report.duration + report.wait) / 1e9;

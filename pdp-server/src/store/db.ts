@@ -4,6 +4,8 @@
  * otherwise. Both speak the same SQL and run the same versioned migrations.
  */
 import { mkdir, readdir, readFile } from 'node:fs/promises';
+import { Readable, type Writable } from 'node:stream';
+import { finished, pipeline } from 'node:stream/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { FastifyBaseLogger } from 'fastify';
@@ -68,9 +70,7 @@ export async function openPostgres(url: string, log?: FastifyBaseLogger): Promis
       await pool.query(sql);
     },
     async copyFrom(copySql, data) {
-      const { from } = await import('pg-copy-streams');
-      const { pipeline } = await import('node:stream/promises');
-      const { Readable } = await import('node:stream');
+      const { from } = await loadCopyStreams();
       const client = await pool.connect();
       // A server that dies mid-COPY also emits 'error' on the checked-out client; the failure
       // reaches the caller through the pipeline, so the event only needs a listener.
@@ -121,14 +121,22 @@ export async function openPostgres(url: string, log?: FastifyBaseLogger): Promis
   return db;
 }
 
+/**
+ * pg-copy-streams, loaded on first use (PGlite never needs it) and only once: each dynamic
+ * import() goes through the module loader's hooks again (tsx's, under `npm start`), which
+ * held the event loop for about half a millisecond at every commit of the live COPY.
+ */
+let copyStreams: Promise<typeof import('pg-copy-streams')> | undefined;
+const loadCopyStreams = () => (copyStreams ??= import('pg-copy-streams'));
+
 /** See `CopyStream`; rows written before the connection is ready wait in memory. */
 function openCopyStream(pool: import('pg').Pool, copySql: string): CopyStream {
   const queued: string[] = [];
-  let stream: import('node:stream').Writable | undefined;
+  let stream: Writable | undefined;
   let failure: Error | undefined;
   const ignore = () => {};
   const ready = (async () => {
-    const { from } = await import('pg-copy-streams');
+    const { from } = await loadCopyStreams();
     const client = await pool.connect();
     // A server that dies mid-COPY also emits 'error' on the client; the stream reports it.
     client.on('error', ignore);
@@ -152,7 +160,6 @@ function openCopyStream(pool: import('pg').Pool, copySql: string): CopyStream {
     },
     async end() {
       const { client, s } = await ready;
-      const { finished } = await import('node:stream/promises');
       try {
         if (failure) throw failure;
         s.end();
