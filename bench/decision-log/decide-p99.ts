@@ -19,10 +19,18 @@
  *        [--rate-fraction 0.5]             (the paced rate as a share of the slower peak)
  *        [--pdp-cpus 0]                    (PDPs on these CPUs; Postgres, vegeta and this process on the rest)
  *        [--control]                       (both PDPs without the log: the ratio of two identical servers)
+ *        [--equal-db-load]                 (the same database work beside the server that does not log; with --control, beside both)
  *
  * `--control` runs the same method on two servers that do not log (an A/A test): how far
  * from 1.00× its ratio lands is the method's own noise on the machine at that time, against
  * which a logging ratio can be read.
+ *
+ * `--equal-db-load` gives both sides the same database work. While the server without the log
+ * is driven, db-load.ts streams rows into its database at the paced rate the way the writer's
+ * live COPY does (at idle CPU priority, so only Postgres's part of it competes). The load generator
+ * shares its CPUs with Postgres, so without this the logging server's p99 also carries the
+ * delays that Postgres's ingest causes the generator, which a deployment (database on its own
+ * host) would not have; with it, the two sides differ only in the PDP's own part of logging.
  *
  * `--pdp-cpus` lays out a deployment's topology on one machine: a PDP on cores of its own,
  * with its database and its clients elsewhere. By default everything shares every core, so
@@ -37,6 +45,7 @@
  *
  * Target (issue 4): p99 with logging ≤ 1.2 × p99 without.
  */
+import { once } from 'node:events';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -47,7 +56,8 @@ import { existsSync } from 'node:fs';
 import { runLoad, runPaced as runPacedNode, type PacedSpec, type PhaseResult } from '../pdp-vs-opa/load.js';
 import { runVegeta } from '../pdp-vs-opa/vegeta.js';
 import { ALL_CPUS, cpuSeconds, cpuStallMicros, cpuTimesOf, pinProcesses } from '../pdp-vs-opa/machine.js';
-import { startScopegate, type RunningScopegate } from '../pdp-vs-opa/servers.js';
+import { startScopegate, spawnService, type RunningScopegate } from '../pdp-vs-opa/servers.js';
+import { REPO_ROOT } from '../../pdp-server/src/config.js';
 import { BENCH_SCOPES, decideBody } from '../pdp-vs-opa/workload.js';
 
 const { values } = parseArgs({
@@ -69,6 +79,8 @@ const { values } = parseArgs({
     'pdp-cpus': { type: 'string' },
     // Both servers without the decision log (A/A): the method's noise floor.
     control: { type: 'boolean', default: false },
+    // The same database ingest beside the server that does not log (see db-load.ts).
+    'equal-db-load': { type: 'boolean', default: false },
   },
 });
 const PDP_CPUS = values['pdp-cpus'];
@@ -178,6 +190,29 @@ async function measured<T extends PhaseResult>(t: Target, run: () => Promise<T>)
   return { ...r, pdpUs: per(pdp1 - pdp0), pgUs: per(pg1 - pg0), stallShare };
 }
 
+const EQUAL_DB_LOAD = values['equal-db-load'];
+
+/**
+ * Run `phase` with db-load.ts streaming `rate` rows/s into `t`'s database at idle CPU priority
+ * (on the CPUs outside --pdp-cpus), started a second ahead so its COPY is flowing.
+ */
+async function withDbLoad<T>(t: Target, rate: number, phase: () => Promise<T>): Promise<T> {
+  const script = path.join(REPO_ROOT, 'bench', 'decision-log', 'db-load.ts');
+  const args = ['--idle', '0', ...(OTHER_CPUS !== undefined ? ['taskset', '-c', OTHER_CPUS] : []), process.execPath, '--import', 'tsx', script, t.db.url, String(rate)];
+  const child = spawnService('chrt', args, { cwd: REPO_ROOT, stdio: ['ignore', 'inherit', 'inherit'] });
+  try {
+    await new Promise((r) => setTimeout(r, 1500));
+    if (child.exitCode !== null) throw new Error(`db-load.ts exited early (${child.exitCode})`);
+    return await phase();
+  } finally {
+    if (child.exitCode === null && child.signalCode === null) {
+      const exited = once(child, 'exit');
+      child.kill('SIGTERM');
+      await exited;
+    }
+  }
+}
+
 const fmt = (r: PhaseResult) =>
   `${r.rps.toFixed(0).padStart(7)} req/s  p50 ${r.p50Ms.toFixed(3)} ms  p99 ${r.p99Ms.toFixed(3)} ms  errors ${r.errors + r.non2xx + r.mismatches}` +
   (Number.isNaN(r.generatorLagP99Ms) ? '' : `  generator lag p99 ${r.generatorLagP99Ms.toFixed(1)} ms`);
@@ -197,6 +232,7 @@ try {
   }
   console.log(`load average before: ${os.loadavg().map((l) => l.toFixed(2)).join(' ')} (${os.cpus().length} cpus); spool memory tier: ${values['spool-memory']}; PDPs reach Postgres over ${PG_VIA}; paced load by ${values.generator}`);
   if (values.control) console.log('control run: neither server logs; "log_on" is a second copy of "log_off"');
+  if (EQUAL_DB_LOAD) console.log(`equal database load: db-load.ts streams the paced rate of rows into the database of ${values.control ? 'each server' : '"log_off"'} while it is driven`);
   if (OTHER_CPUS !== undefined) console.log(`CPU split: PDPs on CPU ${PDP_CPUS}; Postgres, the load generator and this process on CPU ${OTHER_CPUS}`);
   targets.push(await start('log_on', true), await start('log_off', false));
   for (const t of targets) await runLoad({ ...spec(t), durationS: 2 }); // warm-up
@@ -210,13 +246,28 @@ try {
   // One paced round each at the measured rate first, not counted: the first seconds at a new
   // rate (timers, pools, the log's first partitions and COPYs) are slower on both sides.
   for (const t of targets) await runPaced({ ...spec(t), durationS: 2, rate, graceS: 3 });
-  const rounds: Record<string, PhaseResult[]> = { log_on: [], log_off: [] };
-  // Alternate the order every round so drift in machine load hits both sides alike.
+  /**
+   * The series driven in each round. With --equal-db-load the server without the log is
+   * driven twice, with the database load beside it (the series the target is read on) and
+   * without (the plain comparison), so one run also shows how much of the plain ratio is the
+   * database's work slowing the load generator rather than the PDP.
+   */
+  interface Series { label: string; target: Target; dbLoad: boolean }
+  const [logOn, logOff] = targets as [Target, Target];
+  // In a control run both servers are alike, so both get the database load (the A/A of this method).
+  const series: Series[] = [{ label: 'log_on', target: logOn, dbLoad: EQUAL_DB_LOAD && values.control }, { label: 'log_off', target: logOff, dbLoad: EQUAL_DB_LOAD }];
+  if (EQUAL_DB_LOAD) series.push({ label: 'log_off, no db load', target: logOff, dbLoad: false });
+  const rounds = new Map<Series, Array<PhaseResult & { pdpUs: number; pgUs: number }>>(series.map((x) => [x, []]));
+  // Rotate the order every round so drift in machine load hits every series alike.
   for (let round = 0; round < ROUNDS; round++) {
-    for (const t of round % 2 === 0 ? targets : [...targets].reverse()) {
-      const r = await measured(t, () => runPaced({ ...spec(t), durationS: ROUND_SECONDS, rate, graceS: 3 }));
-      rounds[t.label]!.push(r);
-      console.log(`round ${round + 1} ${t.label.padEnd(8)} @ ${rate}/s ${fmt(r)}  CPU/decision: PDP ${r.pdpUs.toFixed(0)} µs, Postgres ${r.pgUs.toFixed(0)} µs  (load ${os.loadavg()[0]!.toFixed(2)}, CPU wait ${(r.stallShare * 100).toFixed(0)}% of the round)`);
+    const order = series.map((_, i) => series[(i + round) % series.length]!);
+    for (const x of round % 2 === 0 ? order : order.reverse()) {
+      const t = x.target;
+      // Measured inside withDbLoad: its start and stop are not part of the round.
+      const paced = () => measured(t, () => runPaced({ ...spec(t), durationS: ROUND_SECONDS, rate, graceS: 3 }));
+      const r = await (x.dbLoad ? withDbLoad(t, rate, paced) : paced());
+      rounds.get(x)!.push(r);
+      console.log(`round ${round + 1} ${x.label.padEnd(8)} @ ${rate}/s ${fmt(r)}  CPU/decision: PDP ${r.pdpUs.toFixed(0)} µs, Postgres ${r.pgUs.toFixed(0)} µs  (load ${os.loadavg()[0]!.toFixed(2)}, CPU wait ${(r.stallShare * 100).toFixed(0)}% of the round)`);
     }
   }
   const median = (xs: number[]) => {
@@ -224,25 +275,32 @@ try {
     const m = Math.floor(s.length / 2);
     return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
   };
-  const summary = (label: string) => {
-    const rs = rounds[label]!;
+  const summary = (x: Series) => {
+    const rs = rounds.get(x)!;
     return {
       p50Ms: median(rs.map((r) => r.p50Ms)),
       p99Ms: median(rs.map((r) => r.p99Ms)),
-      pdpUs: median(rs.map((r) => (r as PhaseResult & { pdpUs: number }).pdpUs)),
-      pgUs: median(rs.map((r) => (r as PhaseResult & { pgUs: number }).pgUs)),
+      pdpUs: median(rs.map((r) => r.pdpUs)),
+      pgUs: median(rs.map((r) => r.pgUs)),
     };
   };
-  const on = summary('log_on');
-  const off = summary('log_off');
-  const logged = await rowCount(targets[0]!.db.url);
+  const logged = await rowCount(logOn.db.url);
   console.log('');
   console.log(`| decision log | peak req/s | median p50 at the paced rate (ms) | median p99 at the paced rate (ms) | PDP CPU/decision (µs) | Postgres CPU/decision (µs) |`);
   console.log('|---|---:|---:|---:|---:|---:|');
-  console.log(`| on  | ${peak.log_on!.rps.toFixed(0)} | ${on.p50Ms.toFixed(3)} | ${on.p99Ms.toFixed(3)} | ${on.pdpUs.toFixed(0)} | ${on.pgUs.toFixed(0)} |`);
-  console.log(`| off | ${peak.log_off!.rps.toFixed(0)} | ${off.p50Ms.toFixed(3)} | ${off.p99Ms.toFixed(3)} | ${off.pdpUs.toFixed(0)} | ${off.pgUs.toFixed(0)} |`);
+  const [on, off, bare] = series.map((x) => {
+    const m = summary(x);
+    const name = (x.label === 'log_on' ? 'on' : 'off') + (x.dbLoad ? ', with db load' : '');
+    console.log(`| ${name} | ${peak[x.target.label]!.rps.toFixed(0)} | ${m.p50Ms.toFixed(3)} | ${m.p99Ms.toFixed(3)} | ${m.pdpUs.toFixed(0)} | ${m.pgUs.toFixed(0)} |`);
+    return m;
+  }) as [ReturnType<typeof summary>, ReturnType<typeof summary>, ReturnType<typeof summary> | undefined];
   const ratio = on.p99Ms / off.p99Ms;
-  console.log(`\nmedian p99 on/off over ${ROUNDS} rounds of ${ROUND_SECONDS} s at ${rate}/s: ${ratio.toFixed(2)}× (target ≤ 1.2×: ${ratio <= 1.2 ? 'MET' : 'MISSED'}); rows logged by the "on" server: ${logged}`);
+  const what = EQUAL_DB_LOAD ? 'on/off with the same database load' : 'on/off';
+  console.log(`\nmedian p99 ${what} over ${ROUNDS} rounds of ${ROUND_SECONDS} s at ${rate}/s: ${ratio.toFixed(2)}× (target ≤ 1.2×: ${ratio <= 1.2 ? 'MET' : 'MISSED'}); rows in the "on" server's decision_log: ${logged}`);
+  if (bare) {
+    console.log(`median p99 on/off without the database load beside "off": ${(on.p99Ms / bare.p99Ms).toFixed(2)}×`);
+    console.log(`the database load alone, "off" with it / without it: ${(off.p99Ms / bare.p99Ms).toFixed(2)}×`);
+  }
   console.log(`load average after: ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`);
 } finally {
   for (const t of targets) {

@@ -201,9 +201,9 @@ export class DecisionSpool {
 
   /**
    * Journal one entry — `line` is its copyLine encoding — into the active segment (opened
-   * on demand): the line joins the turn's group, written at the end of the turn (answer only
-   * after `journaled()`). Never throws: when the write fails the segment is marked not
-   * intact (see onWriteError).
+   * on demand): written at once on an idle loop, or joining the turn's group, written at the
+   * end of the turn, on a busy one (answer only after `journaled()`). Never throws: when the
+   * write fails the segment is marked not intact (see onWriteError).
    */
   append(entry: DecisionLogEntry, line: string): void {
     let seg = this.active;
