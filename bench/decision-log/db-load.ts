@@ -47,27 +47,26 @@ const { streamWriteMs, commitIntervalMs } = DEFAULT_DECISION_LOG_OPTIONS;
 let copy: CopyStream = db.openCopy!(COPY_SQL);
 let owed = 0;
 let sinceCommit = 0;
-let stopping = false;
-const ended: Promise<void>[] = [];
+/** COPYs being committed. */
+const ending = new Set<Promise<void>>();
 const timer = setInterval(() => {
   owed += (rate * streamWriteMs) / 1000;
   const count = Math.floor(owed);
   owed -= count;
   copy.write(rows(count));
   sinceCommit += streamWriteMs;
-  if (sinceCommit >= commitIntervalMs || stopping) {
+  if (sinceCommit >= commitIntervalMs) {
     sinceCommit = 0;
-    ended.push(copy.end());
+    const done = copy.end();
+    ending.add(done);
+    void done.finally(() => ending.delete(done));
     copy = db.openCopy!(COPY_SQL);
   }
 }, streamWriteMs);
 
 process.once('SIGTERM', () => {
-  stopping = true;
   clearInterval(timer);
-  void copy
-    .end()
-    .then(() => Promise.all(ended))
+  void Promise.all([copy.end(), ...ending])
     .then(() => db.close())
     .finally(() => process.exit(0));
 });
