@@ -45,7 +45,6 @@
  *
  * Target (issue 4): p99 with logging ≤ 1.2 × p99 without.
  */
-import { once } from 'node:events';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -56,7 +55,7 @@ import { existsSync } from 'node:fs';
 import { runLoad, runPaced as runPacedNode, type PacedSpec, type PhaseResult } from '../pdp-vs-opa/load.js';
 import { runVegeta } from '../pdp-vs-opa/vegeta.js';
 import { ALL_CPUS, cpuSeconds, cpuStallMicros, cpuTimesOf, pinProcesses } from '../pdp-vs-opa/machine.js';
-import { startScopegate, spawnService, type RunningScopegate } from '../pdp-vs-opa/servers.js';
+import { startScopegate, spawnService, stopChild, type RunningScopegate } from '../pdp-vs-opa/servers.js';
 import { REPO_ROOT } from '../../pdp-server/src/config.js';
 import { BENCH_SCOPES, decideBody } from '../pdp-vs-opa/workload.js';
 
@@ -205,11 +204,7 @@ async function withDbLoad<T>(t: Target, rate: number, phase: () => Promise<T>): 
     if (child.exitCode !== null) throw new Error(`db-load.ts exited early (${child.exitCode})`);
     return await phase();
   } finally {
-    if (child.exitCode === null && child.signalCode === null) {
-      const exited = once(child, 'exit');
-      child.kill('SIGTERM');
-      await exited;
-    }
+    await stopChild(child);
   }
 }
 

@@ -105,7 +105,8 @@ export function spawnService(command: string, args: readonly string[], options: 
   return child;
 }
 
-async function stopChild(child: ChildProcess): Promise<void> {
+/** SIGTERM a child (SIGKILL after 15 s) and wait for it to exit; nothing if it has already. */
+export async function stopChild(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return;
   const exited = once(child, 'exit');
   child.kill('SIGTERM');

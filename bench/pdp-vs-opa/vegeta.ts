@@ -37,7 +37,8 @@ interface VegetaReport {
 function run(args: string[], cpuList: string | undefined): Promise<string> {
   const bin = vegeta();
   return new Promise((resolve, reject) => {
-    const child = cpuList ? spawn('taskset', ['-c', cpuList, bin, ...args], { stdio: ['ignore', 'pipe', 'inherit'] }) : spawn(bin, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+    const [command, argv] = cpuList ? ['taskset', ['-c', cpuList, bin, ...args]] : [bin, args];
+    const child = spawn(command, argv, { stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
     child.on('error', reject);
